@@ -1,0 +1,130 @@
+"""Run shell commands for tools and checks: own process group, timeout, capped output, clean env.
+
+A command runs in a new session (`start_new_session=True`), so on timeout or cancellation the
+whole group is killed, including anything the command spawned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_OUTPUT_CAP = 16_000
+"""Bytes of combined stdout/stderr kept; the head and the tail are kept, the middle elided."""
+
+_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE")
+_SECRET_PREFIXES = ("LOOPWRIGHT_", "OPIK_", "LITELLM_", "AWS_", "AZURE_", "GOOGLE_", "GCP_")
+_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "USER", "SHELL")
+
+
+def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for maker and check commands: no secrets, no Loopwright settings.
+
+    Anything whose name looks like a credential, or that configures Loopwright, a model provider
+    or tracing, is dropped. `PYTHONDONTWRITEBYTECODE=1` is forced so a file rewritten within the
+    same second at the same size is never tested through stale bytecode.
+    """
+    source = os.environ if base is None else base
+    env: dict[str, str] = {}
+    for name, value in source.items():
+        upper = name.upper()
+        if upper in _KEEP:
+            env[name] = value
+            continue
+        if upper.startswith(_SECRET_PREFIXES) or any(m in upper for m in _SECRET_MARKERS):
+            continue
+        if upper.startswith(("OPENAI_", "ANTHROPIC_", "GEMINI_", "MISTRAL_", "COHERE_", "GROQ_")):
+            continue
+        env[name] = value
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandResult:
+    command: str
+    exit_code: int  # -1 when it timed out or was cancelled
+    output: str  # combined stdout and stderr, capped
+    timed_out: bool = False
+    duration_s: float = 0.0
+    truncated: bool = False
+
+
+def cap_output(data: bytes, cap: int = DEFAULT_OUTPUT_CAP) -> tuple[str, bool]:
+    """Keep the first third and the last two thirds of `cap` bytes: errors tend to be at the end."""
+    if len(data) <= cap:
+        return data.decode("utf-8", errors="replace"), False
+    head = cap // 3
+    tail = cap - head
+    elided = len(data) - head - tail
+    text = (
+        data[:head].decode("utf-8", errors="replace")
+        + f"\n[... {elided} bytes elided ...]\n"
+        + data[-tail:].decode("utf-8", errors="replace")
+    )
+    return text, True
+
+
+async def run_command(
+    command: str,
+    *,
+    cwd: Path,
+    timeout: float,
+    env: Mapping[str, str],
+    output_cap: int = DEFAULT_OUTPUT_CAP,
+) -> CommandResult:
+    """Run `command` through the shell in `cwd`; never raises for the command's own failure.
+
+    Cancelling the calling task kills the process group and re-raises `CancelledError`.
+    """
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_shell(
+        command,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, _ = await proc.communicate()
+    except TimeoutError:
+        timed_out = True
+        stdout = await _kill_group(proc)
+    except asyncio.CancelledError:
+        await _kill_group(proc)
+        raise
+    text, truncated = cap_output(stdout or b"", output_cap)
+    if timed_out:
+        text += f"\n[command timed out after {timeout:g}s; its process group was killed]"
+    return CommandResult(
+        command=command,
+        exit_code=-1 if timed_out else (proc.returncode if proc.returncode is not None else -1),
+        output=text,
+        timed_out=timed_out,
+        duration_s=time.monotonic() - started,
+        truncated=truncated,
+    )
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> bytes:
+    """SIGKILL the whole group, then collect what was already written."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    collected = b""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            if proc.stdout is not None:
+                collected = await proc.stdout.read()
+            await proc.wait()
+    return collected
