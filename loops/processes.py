@@ -94,16 +94,20 @@ async def run_command(
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
+    buffer = bytearray()
+    reader = asyncio.create_task(_drain(proc, buffer))
     timed_out = False
     try:
         async with asyncio.timeout(timeout):
-            stdout, _ = await proc.communicate()
+            await asyncio.shield(reader)
+            await proc.wait()
     except TimeoutError:
         timed_out = True
-        stdout = await _kill_group(proc)
+        await _kill_group(proc, reader)
     except asyncio.CancelledError:
-        await _kill_group(proc)
+        await _kill_group(proc, reader)
         raise
+    stdout = bytes(buffer)
     text, truncated = cap_output(stdout or b"", output_cap)
     if timed_out:
         text += f"\n[command timed out after {timeout:g}s; its process group was killed]"
@@ -117,14 +121,22 @@ async def run_command(
     )
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> bytes:
-    """SIGKILL the whole group, then collect what was already written."""
+async def _drain(proc: asyncio.subprocess.Process, buffer: bytearray) -> None:
+    """Collect output as it comes, so what was printed before a timeout is kept."""
+    assert proc.stdout is not None
+    while chunk := await proc.stdout.read(65536):
+        buffer += chunk
+
+
+async def _kill_group(proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
+    """SIGKILL the whole group, then let the reader collect what was already written."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    collected = b""
+    # A grandchild that left the group could hold the pipe open: do not wait on it forever.
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2):
-            if proc.stdout is not None:
-                collected = await proc.stdout.read()
+            await asyncio.shield(reader)
+    reader.cancel()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
             await proc.wait()
-    return collected

@@ -1,0 +1,1 @@
+"""Composition root: settings, ledger, runner, CLI, and (later) the FastAPI service."""

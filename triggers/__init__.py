@@ -1,0 +1,1 @@
+"""Inbound adapters (GitHub, Slack, cron, API): verify, normalize to a LoopJob, reply."""
