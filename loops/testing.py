@@ -90,3 +90,24 @@ class FunctionModel:
             result = await result
         assert isinstance(result, ModelResponse)
         return _respect_max_tokens(request, result)
+
+
+class FakeClock:
+    """A clock that only moves when told to, or when something sleeps on it."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def now(self) -> float:
+        return 1_700_000_000.0 + self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.t += seconds

@@ -1,0 +1,26 @@
+"""Shared fixtures. Real model requests are blocked unless a test opts in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture(autouse=True)
+def _block_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    import loops.litellm_model
+
+    monkeypatch.setattr(loops.litellm_model, "ALLOW_MODEL_REQUESTS", False)
+
+
+@pytest.fixture
+def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests that talk to a local OpenAI-compatible server through the real litellm path."""
+    import loops.litellm_model
+
+    monkeypatch.setattr(loops.litellm_model, "ALLOW_MODEL_REQUESTS", True)
+    yield
