@@ -8,6 +8,8 @@ commands as the service's user.
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ MAX_STATE_BYTES = 256_000
 """Backstop against a runaway loop filling STATE.md (and every later prompt)."""
 
 MAX_UNTRACKED_LISTED = 200
+
+SKIPPED_NAMES = frozenset({".git", "__pycache__", "node_modules", ".venv"})
+"""Directories (and files) that listings and searches never enter: noise, or git internals."""
 
 _GIT_TIMEOUT = 30.0
 
@@ -114,7 +119,8 @@ class Workspace:
         # Against the empty tree when there is no commit yet, so a fresh repo still shows work.
         base = await self._head() or '"$(git hash-object -t tree /dev/null)"'
         tracked = await self._git(f"git diff --no-color --no-ext-diff {base} --", cap)
-        status = await self._git("git -c core.quotepath=off status --porcelain", cap)
+        # -z: raw paths; without it, names with spaces or quotes come back C-quoted.
+        status = await self._git("git -c core.quotepath=off status --porcelain -z", cap)
         parts: list[str] = []
         if tracked.exit_code != 0:
             parts.append(f"[git diff failed with exit code {tracked.exit_code}]")
@@ -145,7 +151,8 @@ class Workspace:
         result = await self._git("git rev-parse --show-toplevel", 4_096)
         if result.exit_code != 0:
             return False
-        return Path(os.path.realpath(result.output.strip())) == self.root
+        # git prints the real path of the top level, as `root` is stored.
+        return Path(result.output.strip()) == self.root
 
     async def _git(self, command: str, cap: int) -> CommandResult:
         return await run_command(
@@ -171,7 +178,7 @@ def _paragraph_separator(current: str) -> str:
 
 
 def _untracked_section(porcelain: str) -> str:
-    paths = [line[3:] for line in porcelain.splitlines() if line.startswith("?? ")]
+    paths = [entry[3:] for entry in porcelain.split("\0") if entry.startswith("?? ")]
     if not paths:
         return ""
     shown = paths[:MAX_UNTRACKED_LISTED]
@@ -179,3 +186,46 @@ def _untracked_section(porcelain: str) -> str:
     if len(paths) > len(shown):
         lines.append(f"  [... {len(paths) - len(shown)} more untracked files not listed]")
     return "\n".join(lines)
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write via a temporary sibling and `os.replace`, so readers never see half a file."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide a new file's mode, as a plain open() would.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if target.exists():
+            # Keep the executable bit and friends when a script is rewritten.
+            os.chmod(temp, target.stat().st_mode & 0o7777)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def walk(base: Path) -> Iterator[os.DirEntry[str]]:
+    """Entries under `base`, depth first in name order, minus `SKIPPED_NAMES`.
+
+    Symlinked directories are listed but never entered, so a link cannot lead outside the root.
+    """
+    stack = [iter(_sorted_entries(base))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name in SKIPPED_NAMES:
+            continue
+        yield entry
+        if entry.is_dir(follow_symlinks=False):
+            stack.append(iter(_sorted_entries(Path(entry.path))))
+
+
+def _sorted_entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as scan:
+            return sorted(scan, key=lambda e: e.name)
+    except OSError:
+        return []  # an unreadable directory is skipped, not fatal to the listing
