@@ -20,6 +20,8 @@ DEFAULT_OUTPUT_CAP = 16_000
 
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE")
 _SECRET_PREFIXES = ("LOOPWRIGHT_", "OPIK_", "LITELLM_", "AWS_", "AZURE_", "GOOGLE_", "GCP_")
+# Set by git hooks; inherited, they would point a workspace's git at another repository.
+_GIT_REDIRECTS = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"})
 _KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "USER", "SHELL")
 
 
@@ -40,6 +42,8 @@ def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         if upper.startswith(_SECRET_PREFIXES) or any(m in upper for m in _SECRET_MARKERS):
             continue
         if upper.startswith(("OPENAI_", "ANTHROPIC_", "GEMINI_", "MISTRAL_", "COHERE_", "GROQ_")):
+            continue
+        if upper in _GIT_REDIRECTS:
             continue
         env[name] = value
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -76,7 +80,7 @@ async def run_command(
     command: str,
     *,
     cwd: Path,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - handed to the child process's lifetime, not a wrapper
     env: Mapping[str, str],
     output_cap: int = DEFAULT_OUTPUT_CAP,
 ) -> CommandResult:
@@ -94,8 +98,8 @@ async def run_command(
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
-    buffer = bytearray()
-    reader = asyncio.create_task(_drain(proc, buffer))
+    capture = _Capture(output_cap)
+    reader = asyncio.create_task(_drain(proc, capture))
     timed_out = False
     try:
         async with asyncio.timeout(timeout):
@@ -107,8 +111,7 @@ async def run_command(
     except asyncio.CancelledError:
         await _kill_group(proc, reader)
         raise
-    stdout = bytes(buffer)
-    text, truncated = cap_output(stdout or b"", output_cap)
+    text, truncated = capture.text()
     if timed_out:
         text += f"\n[command timed out after {timeout:g}s; its process group was killed]"
     return CommandResult(
@@ -121,11 +124,43 @@ async def run_command(
     )
 
 
-async def _drain(proc: asyncio.subprocess.Process, buffer: bytearray) -> None:
-    """Collect output as it comes, so what was printed before a timeout is kept."""
+class _Capture:
+    """Keeps the head and a rolling tail of a stream, so memory stays bounded whatever a
+    command prints (`yes` included), and output printed before a timeout is kept."""
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap = cap // 3
+        self.tail_cap = cap - self.head_cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        excess = len(self.tail) - self.tail_cap
+        if excess > 0:
+            del self.tail[:excess]
+            self.dropped += excess
+
+    def text(self) -> tuple[str, bool]:
+        if not self.dropped:
+            return cap_output(bytes(self.head + self.tail), self.head_cap + self.tail_cap)
+        text = (
+            self.head.decode("utf-8", errors="replace")
+            + f"\n[... {self.dropped} bytes elided ...]\n"
+            + self.tail.decode("utf-8", errors="replace")
+        )
+        return text, True
+
+
+async def _drain(proc: asyncio.subprocess.Process, capture: _Capture) -> None:
     assert proc.stdout is not None
     while chunk := await proc.stdout.read(65536):
-        buffer += chunk
+        capture.add(chunk)
 
 
 async def _kill_group(proc: asyncio.subprocess.Process, reader: asyncio.Task[None]) -> None:
