@@ -18,7 +18,7 @@ _VOLATILE = (
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "0x?"),
     (re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?\S*"), "<time>"),
     (re.compile(r"\b\d+(\.\d+)?\s*(s|ms|sec|seconds)\b"), "<duration>"),
-    (re.compile(r"/tmp/[^\s:'\"]+"), "<tmp>"),
+    (re.compile(r"/tmp/[^\s:'\"]+"), "<tmp>"),  # noqa: S108 - a pattern, not a file
     (re.compile(r"\bpid[ =:]*\d+", re.IGNORECASE), "pid ?"),
 )
 

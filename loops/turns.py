@@ -30,7 +30,10 @@ class StartTurn:
         )
         structlog.contextvars.bind_contextvars(turn=number)
         log.info("turn_started", max_turns=deps.brakes.max_turns)
-        emit(deps.listeners, TurnStarted(run_id=deps.run_id, turn=number, max_turns=deps.brakes.max_turns))
+        emit(
+            deps.listeners,
+            TurnStarted(run_id=deps.run_id, turn=number, max_turns=deps.brakes.max_turns),
+        )
         return MakerStep(messages=await _opening(state, deps, number))
 
 
@@ -48,7 +51,9 @@ async def _opening(state: RunState, deps: EngineDeps, number: int) -> tuple[Mess
 class MakerStep:
     messages: tuple[Message, ...]
 
-    async def run(self, state: RunState, deps: EngineDeps, model: ModelPort) -> MakerStep | CheckStep:
+    async def run(
+        self, state: RunState, deps: EngineDeps, model: ModelPort
+    ) -> MakerStep | CheckStep:
         turn = state.current
         assert turn is not None
         request = ModelRequest(
@@ -154,4 +159,3 @@ def _turn_record(
         consecutive_passes=state.consecutive_passes,
         findings=state.findings,
     )
-

@@ -14,7 +14,14 @@ from typing import Literal
 from loops.brakes import Brakes
 
 ToolName = Literal["read_file", "write_file", "list_files", "search", "run", "note"]
-TOOL_NAMES: tuple[ToolName, ...] = ("read_file", "write_file", "list_files", "search", "run", "note")
+TOOL_NAMES: tuple[ToolName, ...] = (
+    "read_file",
+    "write_file",
+    "list_files",
+    "search",
+    "run",
+    "note",
+)
 WorkspaceKind = Literal["pr", "repo", "none"]
 
 

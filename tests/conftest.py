@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,9 +17,8 @@ def _block_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests that talk to a local OpenAI-compatible server through the real litellm path."""
     import loops.litellm_model
 
     monkeypatch.setattr(loops.litellm_model, "ALLOW_MODEL_REQUESTS", True)
-    yield

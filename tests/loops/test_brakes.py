@@ -79,7 +79,9 @@ async def test_token_brakes_trip_at_the_limit_and_are_never_overshot(brake, limi
 
 
 async def test_output_is_capped_so_the_last_call_lands_exactly_on_the_limit():
-    model = metered(honest_model(output_tokens=10_000), Brakes(**{**_none(), "max_output_tokens": 500}))
+    model = metered(
+        honest_model(output_tokens=10_000), Brakes(**{**_none(), "max_output_tokens": 500})
+    )
     exc = await drive(model)
     assert model.usage.output_tokens == 500
     assert exc.observed == 500
@@ -96,7 +98,9 @@ async def test_cost_brake_is_never_overshot_and_names_the_figures():
 
 async def test_a_call_that_cannot_fit_is_not_made():
     inner = honest_model()
-    big = Brakes(**{**_none(), "max_total_tokens": estimate_tokens(REQUEST) + MIN_OUTPUT_TOKENS - 1})
+    big = Brakes(
+        **{**_none(), "max_total_tokens": estimate_tokens(REQUEST) + MIN_OUTPUT_TOKENS - 1}
+    )
     model = metered(inner, big)
     with pytest.raises(BrakeTripped, match="max_total_tokens"):
         await model.complete(REQUEST)
@@ -121,7 +125,9 @@ async def test_wall_time_brake():
 
 async def test_retries_honour_retry_after_then_succeed():
     clock = FakeClock()
-    inner = ScriptedModel([ModelRateLimited("429", retry_after=7), ModelUnavailable("502"), reply("ok")])
+    inner = ScriptedModel(
+        [ModelRateLimited("429", retry_after=7), ModelUnavailable("502"), reply("ok")]
+    )
     model = metered(inner, NO_LIMITS, clock)
     response = await model.complete(REQUEST)
     assert response.text == "ok"
@@ -162,7 +168,7 @@ async def test_per_call_timeout_is_retried_as_a_timeout():
     calls = [slow, slow, slow, slow]
     inner = FunctionModel(lambda r: calls.pop(0)(r))
     brakes = Brakes(**{**_none(), "per_call_timeout_seconds": 0.05})
-    with pytest.raises(ModelTimeout, match="no answer within 0.05s"):
+    with pytest.raises(ModelTimeout, match=r"no answer within 0\.05s"):
         await metered(inner, brakes).complete(REQUEST)
     assert len(inner.requests) == 4
 

@@ -106,7 +106,9 @@ class ScriptedOpenAIServer:
                     time.sleep(item.delay)
                 self._send(200, completion(body.get("model", "stub"), item))
 
-            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, status: int, payload: Any, headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
