@@ -58,7 +58,7 @@ class BrakeTripped(LoopwrightError):
         self.brake = brake
         self.limit = limit
         self.observed = observed
-        message = f"{brake} of {_fmt(limit)} reached (observed={_fmt(observed)})"
+        message = f"{brake} of {limit:g} reached (observed={_fmt(observed)})"
         super().__init__(f"{message}: {detail}" if detail else message)
 
 

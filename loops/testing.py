@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from loops.model import CallUsage, ModelRequest, ModelResponse, ToolCall
+from loops.records import TurnRecord
 
 _ids = itertools.count(1)
 
@@ -111,3 +112,15 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.t += seconds
+
+
+class MemoryStore:
+    """A `RunStore` that keeps turns in a list; refuses a turn number twice, like the ledger."""
+
+    def __init__(self) -> None:
+        self.turns: list[TurnRecord] = []
+
+    async def turn_completed(self, record: TurnRecord) -> None:
+        if any(t.run_id == record.run_id and t.number == record.number for t in self.turns):
+            raise AssertionError(f"turn {record.number} of run {record.run_id!r} recorded twice")
+        self.turns.append(record)

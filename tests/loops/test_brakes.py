@@ -93,7 +93,7 @@ async def test_cost_brake_is_never_overshot_and_names_the_figures():
     exc = await drive(model)
     assert exc.brake == "max_cost_usd"
     assert model.usage.cost_usd <= 0.01 + 1e-12
-    assert re.search(r"max_cost_usd of 0\.0100 reached \(observed=0\.\d+\)", str(exc))
+    assert re.search(r"max_cost_usd of 0\.01 reached \(observed=0\.\d+\)", str(exc))
 
 
 async def test_a_call_that_cannot_fit_is_not_made():
