@@ -1,0 +1,422 @@
+"""The ledger: jobs, runs and turns in SQL, so loops survive restarts and resume days later.
+
+Any SQLAlchemy URL works; the service defaults to a SQLite file and PostgreSQL is the choice for
+several replicas. Every write is one short transaction (see `app.ledger_engine` for how SQLite
+is made to serialize writers).
+
+Errors:
+
+    LedgerError              the ledger refused a request (bad cursor, bad status, ...)
+    ├── StorageError         the database failed: unreachable, locked beyond the busy timeout,
+    │                        not migrated. Carries the driver's message
+    ├── UnknownRunError      a write names a run that does not exist
+    ├── AmbiguousRunError    a run id prefix matches several runs (carries the candidates)
+    └── DuplicateTurnError   the run already has a turn with that number
+
+SQLAlchemy and Alembic exceptions never leave this module unmapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from app.ledger_engine import WRITE_OPTION, alembic_config, create_engine
+from app.ledger_rows import (
+    JobRow,
+    RunRow,
+    brakes_from_dict,
+    brakes_to_dict,
+    decode_cursor,
+    encode_cursor,
+    job_row,
+    job_values,
+    new_id,
+    new_run_values,
+    run_row,
+    turn_record,
+    turn_values,
+)
+from app.ledger_schema import RUN_STATUSES, jobs, runs, turns
+from loops.brakes import Brakes
+from loops.jobs import ACTIVE_STATUSES, LoopJob, RunStatus
+from loops.records import TurnRecord
+from loops.workflows import Workflow
+
+__all__ = [
+    "AmbiguousRunError",
+    "DuplicateTurnError",
+    "JobRow",
+    "Ledger",
+    "LedgerError",
+    "RunRow",
+    "StorageError",
+    "UnknownRunError",
+    "brakes_from_dict",
+    "brakes_to_dict",
+]
+
+MIN_PREFIX = 4
+"""The shortest id prefix `find_run` resolves."""
+MAX_CANDIDATES = 10
+TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(RUN_STATUSES) - ACTIVE_STATUSES
+
+_PG_MIGRATION_LOCK = 0x6C6F6F70  # any constant shared by every process migrating this database
+# Alembic installs its `context` proxy process-wide, so two threads must never migrate at once.
+_MIGRATION_THREAD_LOCK = threading.Lock()
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises."""
+
+
+class StorageError(LedgerError):
+    pass
+
+
+class UnknownRunError(LedgerError):
+    pass
+
+
+class AmbiguousRunError(LedgerError):
+    def __init__(self, ref: str, candidates: list[str], *, more: bool = False) -> None:
+        self.ref = ref
+        self.candidates = tuple(candidates)
+        count = f"more than {len(candidates)}" if more else str(len(candidates))
+        super().__init__(f"run id prefix {ref!r} matches {count} runs: {', '.join(candidates)}")
+
+
+class DuplicateTurnError(LedgerError):
+    pass
+
+
+class _Conflict(StorageError):
+    """A write broke a unique or foreign key constraint; callers that expect it catch it."""
+
+
+class Ledger:
+    """The jobs, runs and turns of the service, in any SQLAlchemy database.
+
+    Safe to share between threads; several processes may use one database at once. Call
+    `migrate` before first use.
+
+    Args:
+        url: a SQLAlchemy URL. For SQLite, the file's directory is created if missing.
+        clock: unix time, for timestamps.
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        try:
+            self._engine = create_engine(url)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open the ledger database: {exc}") from exc
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it is there already.
+
+        Concurrent callers are serialized: by a lock within the process, and by the database
+        (SQLite's write lock, a PostgreSQL advisory lock) across processes.
+        """
+        config = alembic_config()
+        with _MIGRATION_THREAD_LOCK:
+            try:
+                with self._transaction(write=True) as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+            except (StorageError, CommandError) as exc:
+                if not self._at_head(config):
+                    raise StorageError(f"cannot migrate the ledger: {exc}") from exc
+
+    def _at_head(self, config: Config) -> bool:
+        heads = set(ScriptDirectory.from_config(config).get_heads())
+        with self._transaction(write=False) as conn:
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+    def create_job(
+        self, job: LoopJob, *, workflow: Workflow, brakes: Brakes | None = None
+    ) -> tuple[JobRow, RunRow, bool]:
+        """Store a job and its first, queued run; or find them, if the idempotency key is known.
+
+        Returns:
+            the job, its first run, and whether they were created by this call.
+        """
+        if job.workflow != workflow.name:
+            raise LedgerError(f"job names workflow {job.workflow!r}, given {workflow.name!r}")
+        frozen = workflow.brakes if brakes is None else brakes
+        for _attempt in range(3):
+            try:
+                return self._insert_job(job, workflow, frozen)
+            except _Conflict:
+                # Another process inserted the same key between our check and our insert.
+                if job.idempotency_key is None:
+                    continue
+                with self._transaction(write=False) as conn:
+                    found = _job_by_key(conn, job.idempotency_key)
+                if found is not None:
+                    return (*found, False)
+        raise StorageError(f"could not store job with idempotency_key {job.idempotency_key!r}")
+
+    def _insert_job(
+        self, job: LoopJob, workflow: Workflow, brakes: Brakes
+    ) -> tuple[JobRow, RunRow, bool]:
+        now = self._clock()
+        job_id = new_id()
+        job_fields = {
+            "id": job_id,
+            **job_values(job),
+            "workflow_source": workflow.source,
+            "workflow_path": workflow.path,
+            "created_at": now,
+        }
+        run_fields = new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now)
+        with self._transaction(write=True) as conn:
+            if job.idempotency_key is not None:
+                found = _job_by_key(conn, job.idempotency_key)
+                if found is not None:
+                    return (*found, False)
+            conn.execute(sa.insert(jobs).values(**job_fields))
+            conn.execute(sa.insert(runs).values(**run_fields))
+        return job_row(job_fields), run_row(run_fields), True
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return None if row is None else job_row(row)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        with self._transaction(write=False) as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        return None if row is None else run_row(row)
+
+    def find_run(self, ref: str) -> RunRow | None:
+        """The run with id `ref`, else the one run whose id starts with it.
+
+        Prefixes shorter than `MIN_PREFIX` only match exactly.
+
+        Raises:
+            AmbiguousRunError: several runs start with `ref`.
+        """
+        exact = self.get_run(ref)
+        if exact is not None or len(ref) < MIN_PREFIX:
+            return exact
+        query = (
+            sa.select(runs)
+            .where(sa.func.substr(runs.c.id, 1, len(ref)) == ref)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(MAX_CANDIDATES + 1)
+        )
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(query).mappings().all()
+        if len(rows) > 1:
+            ids = [row["id"] for row in rows[:MAX_CANDIDATES]]
+            raise AmbiguousRunError(ref, ids, more=len(rows) > MAX_CANDIDATES)
+        return run_row(rows[0]) if rows else None
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[RunRow], str | None]:
+        """Runs, newest first.
+
+        Returns:
+            one page of runs, and the cursor for the next page (None on the last page).
+        """
+        if limit < 1:
+            raise LedgerError(f"limit must be at least 1 (got {limit})")
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        for name, value in (("status", status), ("workflow", workflow), ("source", source)):
+            if value is not None:
+                query = query.where(runs.c[name] == value)
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            if position is None:
+                raise LedgerError(f"invalid cursor {cursor!r}")
+            created_at, run_id = position
+            query = query.where(
+                sa.or_(
+                    runs.c.created_at < created_at,
+                    sa.and_(runs.c.created_at == created_at, runs.c.id < run_id),
+                )
+            )
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(query.limit(limit + 1)).mappings().all()
+        page = [run_row(row) for row in rows[:limit]]
+        return page, encode_cursor(page[-1]) if len(rows) > limit else None
+
+    def turns(self, run_id: str) -> list[TurnRecord]:
+        query = sa.select(turns).where(turns.c.run_id == run_id).order_by(turns.c.number)
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(query).mappings().all()
+        return [turn_record(row) for row in rows]
+
+    def mark_running(self, run_id: str, *, pid: int, host: str, workdir: str) -> None:
+        """The run's process has started (or resumed) it. Clears how it ended before."""
+        now = self._clock()
+        self._update_run(
+            run_id,
+            status="running",
+            started_at=sa.func.coalesce(runs.c.started_at, now),
+            heartbeat_at=now,
+            attempts=runs.c.attempts + 1,
+            pid=pid,
+            host=host,
+            workdir=workdir,
+            ended_at=None,
+            brake=None,
+            reason="",
+        )
+
+    def heartbeat(self, run_id: str) -> None:
+        self._update_run(run_id, heartbeat_at=self._clock())
+
+    def finish_run(
+        self, run_id: str, *, status: RunStatus, reason: str = "", brake: str | None = None
+    ) -> None:
+        if status not in TERMINAL_STATUSES:
+            raise LedgerError(f"a run cannot finish as {status!r}")
+        self._update_run(
+            run_id, status=status, reason=reason, brake=brake, ended_at=self._clock(), pid=None
+        )
+
+    def set_brakes(self, run_id: str, brakes: Brakes) -> None:
+        self._update_run(run_id, brakes=brakes_to_dict(brakes))
+
+    def set_status(self, run_id: str, status: RunStatus) -> None:
+        """Set the status alone; back to `queued` also clears the end time and the pid."""
+        if status not in RUN_STATUSES:
+            raise LedgerError(f"unknown run status {status!r}")
+        if status == "queued":
+            self._update_run(run_id, status=status, ended_at=None, pid=None)
+        else:
+            self._update_run(run_id, status=status)
+
+    def update_extra(self, run_id: str, **values: object) -> None:
+        """Merge `values` into the run's `extra` (a key set to None stays, as null)."""
+        query = sa.select(runs.c.extra).where(runs.c.id == run_id).with_for_update()
+        with self._transaction(write=True) as conn:
+            extra = conn.execute(query).scalar_one_or_none()
+            if extra is None:
+                raise UnknownRunError(f"no run {run_id!r}")
+            merged = {**extra, **values}
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(extra=merged))
+
+    async def turn_completed(self, record: TurnRecord) -> None:
+        """Store the turn and add it to its run's totals, in one transaction.
+
+        The write runs in a worker thread. Cancelling the caller does not cancel the write: it
+        commits or fails as a whole, and a resumed run reads back whatever was committed.
+
+        Raises:
+            DuplicateTurnError: the run already has a turn with this number.
+            UnknownRunError: there is no such run.
+        """
+        await asyncio.to_thread(self._record_turn, record)
+
+    def _record_turn(self, record: TurnRecord) -> None:
+        if record.number < 1:
+            raise LedgerError(f"turn numbers start at 1 (got {record.number})")
+        usage = record.usage
+        # Updating the run first locks its row, so concurrent writers of one turn queue up.
+        totals = {
+            "turns_done": record.number,
+            "input_tokens": runs.c.input_tokens + usage.input_tokens,
+            "output_tokens": runs.c.output_tokens + usage.output_tokens,
+            "cost_usd": runs.c.cost_usd + usage.cost_usd,
+            "model_calls": runs.c.model_calls + usage.model_calls,
+            "tool_calls": runs.c.tool_calls + usage.tool_calls,
+            "elapsed_s": record.elapsed_s,
+            "consecutive_passes": record.consecutive_passes,
+            "last_findings": record.findings,
+            "heartbeat_at": self._clock(),
+        }
+        try:
+            with self._transaction(write=True) as conn:
+                _require_run(conn.execute(_run_update(record.run_id, totals)), record.run_id)
+                conn.execute(sa.insert(turns).values(**turn_values(record)))
+        except _Conflict as exc:
+            raise DuplicateTurnError(
+                f"run {record.run_id!r} already has turn {record.number}"
+            ) from exc
+
+    def _update_run(self, run_id: str, **values: Any) -> None:
+        with self._transaction(write=True) as conn:
+            _require_run(conn.execute(_run_update(run_id, values)), run_id)
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except IntegrityError as exc:
+            raise _Conflict(_describe(exc)) from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(_describe(exc)) from exc
+
+
+def _run_update(run_id: str, values: dict[str, Any]) -> sa.Update:
+    return sa.update(runs).where(runs.c.id == run_id).values(**values)
+
+
+def _require_run(result: sa.CursorResult[Any], run_id: str) -> None:
+    if result.rowcount == 0:
+        raise UnknownRunError(f"no run {run_id!r}")
+
+
+def _job_by_key(conn: Connection, key: str) -> tuple[JobRow, RunRow] | None:
+    job = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == key)).mappings().first()
+    if job is None:
+        return None
+    first_run = (
+        sa.select(runs)
+        .where(runs.c.job_id == job["id"])
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(1)
+    )
+    run = conn.execute(first_run).mappings().first()
+    if run is None:
+        raise StorageError(f"job {job['id']!r} has no run")
+    return job_row(job), run_row(run)
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    # The first line names the driver's error; the rest repeats the statement and its values.
+    return str(exc).splitlines()[0]
