@@ -1,0 +1,190 @@
+"""What each `loopwright` subcommand does."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.ledger import Ledger, RunRow
+    from app.runner import Runner
+    from app.settings import Settings
+    from loops.events import Outcome
+    from loops.workflows import Workflow
+
+STATUS_EXIT = {"passed": 0, "errored": 1, "braked": 3, "stuck": 4, "cancelled": 130}
+
+
+class UsageProblem(Exception):
+    """Bad input from the person at the terminal: printed, exit status 2."""
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": cmd_run,
+        "runs": cmd_runs,
+        "workflows": cmd_workflows,
+    }
+    return handlers[args.command](args)
+
+
+def _settings() -> Settings:
+    from app.logs import configure_logging
+    from app.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_format)
+    return settings
+
+
+def _ledger(settings: Settings) -> Ledger:
+    from app.ledger import Ledger
+
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    return ledger
+
+
+def cmd_workflows(args: argparse.Namespace) -> int:
+    from loops.workflow_files import check_paths
+
+    paths = [Path(p) for p in args.paths] or [_settings().workflows_dir]
+    workflows, problems = check_paths(paths)
+    for workflow in workflows:
+        print(f"ok   {workflow.path}: {workflow.summary()}")
+    for problem in problems:
+        print(str(problem), file=sys.stderr)
+    if not workflows and not problems:
+        print(f"no workflow files under {', '.join(map(str, paths))}", file=sys.stderr)
+        return 1
+    return 1 if problems else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loops.jobs import LoopJob
+
+    settings = _settings()
+    workflow = _find_workflow(settings, args.workflow)
+    workdir = Path(args.workdir).resolve()
+    if not workdir.is_dir():
+        raise UsageProblem(f"--workdir {args.workdir!r} is not a directory")
+    job = LoopJob(
+        workflow=workflow.name,
+        source="cli",
+        instruction=args.instruction,
+        workdir=str(workdir),
+        model=args.model,
+        requested_by=os.environ.get("USER"),
+    )
+    runner = _runner(settings)
+    _, run, _ = runner.submit(job, workflow)
+    print(f"run {run.id} · {workflow.summary()}", flush=True)
+    return _foreground(runner, run.id)
+
+
+def _find_workflow(settings: Settings, ref: str) -> Workflow:
+    from loops.errors import WorkflowError
+    from loops.workflow_files import load_workflow, load_workflows
+
+    path = Path(ref)
+    try:
+        if ref.endswith(".md") or path.is_file():
+            return load_workflow(path)
+        found, problems = load_workflows(settings.workflows_dir)
+    except WorkflowError as exc:
+        raise UsageProblem(str(exc)) from exc
+    if ref in found:
+        return found[ref]
+    hint = "; ".join(str(p) for p in problems if Path(p.path).stem == ref)
+    known = ", ".join(sorted(found)) or "none"
+    raise UsageProblem(
+        hint or f"unknown workflow {ref!r} in {str(settings.workflows_dir)!r} (known: {known})"
+    )
+
+
+def _runner(settings: Settings) -> Runner:
+    from app.runner import Runner
+
+    return Runner(settings=settings, ledger=_ledger(settings))
+
+
+def _foreground(runner: Runner, run_id: str) -> int:
+    """Run to the end; Ctrl-C or SIGTERM cancels the loop, which records `cancelled`."""
+    from app.progress import ProgressPrinter
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(runner.run(run_id, listeners=(ProgressPrinter(),)))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await task
+
+    outcome = asyncio.run(go())
+    return STATUS_EXIT.get(outcome.status, 1)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from app import run_views
+
+    settings = _settings()
+    ledger = _ledger(settings)
+    action = args.runs_command
+    if action == "list":
+        return run_views.list_runs(ledger, args)
+    run = ledger.find_run(args.run)
+    if run is None:
+        raise UsageProblem(f"no run {args.run!r}")
+    if action == "show":
+        return run_views.show_run(ledger, run, as_json=args.json)
+    if action == "cancel":
+        return _cancel(ledger, run)
+    return _resume(settings, ledger, run, args)
+
+
+def _cancel(ledger: Ledger, run: RunRow) -> int:
+    from app.runner import process_alive
+
+    if run.status not in ("queued", "running"):
+        raise UsageProblem(f"run {run.id} is {run.status}; only queued or running runs cancel")
+    if run.status == "running" and process_alive(run.pid, run.host) and run.pid:
+        os.kill(run.pid, signal.SIGTERM)  # the foreground process records `cancelled` itself
+        print(f"run {run.id}: asked process {run.pid} to cancel")
+        return 0
+    ledger.finish_run(run.id, status="cancelled", reason="cancelled from the command line")
+    print(f"run {run.id}: cancelled")
+    return 0
+
+
+def _resume(settings: Settings, ledger: Ledger, run: RunRow, args: argparse.Namespace) -> int:
+    from app.runner import Runner, process_alive
+
+    if run.status == "passed":
+        raise UsageProblem(f"run {run.id} already passed")
+    if run.status == "running" and process_alive(run.pid, run.host):
+        raise UsageProblem(f"run {run.id} is still running in process {run.pid}")
+    extra = (args.add_turns, args.add_cost, args.add_tokens, args.add_seconds)
+    if any(extra):
+        ledger.set_brakes(
+            run.id,
+            run.brakes.extended(
+                turns=args.add_turns,
+                cost_usd=args.add_cost,
+                tokens=args.add_tokens,
+                seconds=args.add_seconds,
+            ),
+        )
+    ledger.set_status(run.id, "queued")
+    print(f"resuming run {run.id} after turn {run.turns_done} ({run.status})", flush=True)
+    runner = Runner(settings=settings, ledger=ledger)
+    return _foreground(runner, run.id)
+
+
+def dump_json(value: object) -> None:
+    print(json.dumps(value, indent=2, default=str))

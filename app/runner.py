@@ -1,0 +1,196 @@
+"""Turns a stored run into a running loop: loads its frozen workflow, rebuilds its state from the
+ledger, wires the engine's dependencies, and records the outcome.
+
+Used by the CLI (`run`, `runs resume`) and, later, by the service's executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from app.ledger import JobRow, Ledger, RunRow
+from app.pricing import PriceBook, fallback_price
+from app.settings import Settings
+from checkers.factory import build_checker
+from loops.clock import Clock, SystemClock
+from loops.engine import EngineDeps, RunState, run_loop
+from loops.errors import WorkspaceError
+from loops.events import Listener, Outcome
+from loops.jobs import LoopJob
+from loops.model import ModelPort
+from loops.processes import scrubbed_env
+from loops.tools import Toolbox
+from loops.workflow_files import parse_workflow
+from loops.workflows import Workflow
+from loops.workspace import Workspace
+
+log = structlog.get_logger("app.runner")
+
+HEARTBEAT_SECONDS = 5.0
+
+
+def default_model() -> ModelPort:
+    from loops.litellm_model import LiteLLMModel
+
+    return LiteLLMModel()
+
+
+@dataclass(kw_only=True)
+class Runner:
+    settings: Settings
+    ledger: Ledger
+    model: ModelPort = field(default_factory=default_model)
+    clock: Clock = field(default_factory=SystemClock)
+
+    def __post_init__(self) -> None:
+        lookup = getattr(self.model, "price", None)
+        self.prices = PriceBook(
+            lookup,
+            fallback_price(
+                self.settings.fallback_input_usd_per_mtok,
+                self.settings.fallback_output_usd_per_mtok,
+            ),
+        )
+
+    def submit(self, job: LoopJob, workflow: Workflow) -> tuple[JobRow, RunRow, bool]:
+        """Store the job and its queued run; brakes and exit condition are frozen from here on."""
+        return self.ledger.create_job(job, workflow=workflow)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.settings.runs_dir / run_id
+
+    async def run(self, run_id: str, *, listeners: tuple[Listener, ...] = ()) -> Outcome:
+        run = self._require_run(run_id)
+        job = self.ledger.get_job(run.job_id)
+        assert job is not None, f"run {run_id!r} has no job"
+        workflow = parse_workflow(job.workflow_source, job.workflow_path)
+        workspace = self._workspace(run, job, workflow)
+        structlog.contextvars.bind_contextvars(run_id=run.id, job_id=job.id)
+        try:
+            self.ledger.mark_running(
+                run.id, pid=os.getpid(), host=socket.gethostname(), workdir=str(workspace.root)
+            )
+            deps = self._deps(run, job, workflow, workspace, listeners)
+            log.info("loop_started", workflow=workflow.name, model=deps.model_name)
+            async with self._heartbeat(run.id):
+                outcome = await run_loop(deps, RunState.from_turns(self.ledger.turns(run.id)))
+            self.ledger.finish_run(
+                run.id, status=outcome.status, reason=outcome.reason, brake=outcome.brake
+            )
+            return outcome
+        finally:
+            structlog.contextvars.unbind_contextvars("run_id", "job_id", "turn")
+
+    def _require_run(self, run_id: str) -> RunRow:
+        run = self.ledger.find_run(run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r}")
+        return run
+
+    def _workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Workspace:
+        run_dir = self.run_dir(run.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if run.workdir:
+            root = Path(run.workdir)
+        elif job.workdir:
+            root = Path(job.workdir)
+        elif workflow.workspace == "none":
+            root = run_dir / "workspace"
+            root.mkdir(exist_ok=True)
+        else:
+            raise WorkspaceError(
+                f"workflow {workflow.name!r} needs a workspace ({workflow.workspace!r}) "
+                "but the job names no workdir"
+            )
+        if not root.is_dir():
+            raise WorkspaceError(f"workdir {str(root)!r} is not a directory")
+        return Workspace(root=root.resolve(), state_file=run_dir / "STATE.md")
+
+    def _deps(
+        self,
+        run: RunRow,
+        job: JobRow,
+        workflow: Workflow,
+        workspace: Workspace,
+        listeners: tuple[Listener, ...],
+    ) -> EngineDeps:
+        env = scrubbed_env()
+        judge_model = (
+            workflow.exit.judge.model if workflow.exit.judge else None
+        ) or self.settings.judge_model
+        return EngineDeps(
+            run_id=run.id,
+            workflow=workflow,
+            brakes=run.brakes,
+            model=self.model,
+            model_name=job.model or workflow.model or self.settings.model,
+            checker=build_checker(workflow.exit, default_judge_model=judge_model),
+            workspace=workspace,
+            toolbox=Toolbox(
+                workspace=workspace,
+                enabled=workflow.tools,
+                command_timeout=self.settings.tool_timeout_seconds,
+                env=env,
+            ),
+            store=self.ledger,
+            clock=self.clock,
+            prices=self.prices,
+            variables={
+                "instruction": job.instruction,
+                "repo": job.repo,
+                "pr": job.pr,
+                "source": job.source,
+                "requested_by": job.requested_by,
+            },
+            check_env=env,
+            listeners=listeners,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self, run_id: str) -> AsyncIterator[None]:
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+                try:
+                    await asyncio.to_thread(self.ledger.heartbeat, run_id)
+                except Exception:
+                    log.warning("heartbeat_failed", exc_info=True)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether a run's recorded process still lives (only knowable on the same host)."""
+    if pid is None:
+        return False
+    if host is not None and host != socket.gethostname():
+        return True  # cannot tell from here; assume it does
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
