@@ -14,6 +14,11 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Looked up per logger, not once: sys.stderr may be replaced (tests, daemonizing).
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(fmt: str = "auto", *, level: int = logging.INFO) -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.types.Processor = (
@@ -31,7 +36,7 @@ def configure_logging(fmt: str = "auto", *, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (uvicorn, alembic, httpx) go to stderr at WARNING.

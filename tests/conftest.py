@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -22,3 +24,9 @@ def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     import loops.litellm_model
 
     monkeypatch.setattr(loops.litellm_model, "ALLOW_MODEL_REQUESTS", True)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()

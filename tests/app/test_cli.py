@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -62,10 +61,13 @@ def test_run_passes_with_live_progress_then_runs_list_and_show(tmp_path, env):
         done = cli(env, "run", "fix-calc", "--workdir", str(repo), "--instruction", "fix it")
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "turn 1/6" in out and "turn 3/6" in out
-    assert "✗ pytest" in out and "✓ pytest" in out
+    assert "turn 1/6" in out
+    assert "turn 3/6" in out
+    assert "✗ pytest" in out
+    assert "✓ pytest" in out
     assert "passed: exit condition held 2 time(s) in a row" in out
-    assert "tokens" in out and "$" in out
+    assert "tokens" in out
+    assert "$" in out
 
     listed = json.loads(cli(env, "runs", "list", "--json").stdout)
     assert [r["status"] for r in listed] == ["passed"]
@@ -73,7 +75,8 @@ def test_run_passes_with_live_progress_then_runs_list_and_show(tmp_path, env):
     assert [t["number"] for t in shown["turns"]] == [1, 2, 3]
     assert shown["turns"][1]["tool_calls"][0]["name"] == "write_file"
     table = cli(env, "runs", "show", listed[0]["id"]).stdout
-    assert "passed ✓" in table and "failed ✗" in table
+    assert "passed ✓" in table
+    assert "failed ✗" in table
 
 
 def test_kill_minus_nine_mid_loop_then_resume_finishes(tmp_path, env):
@@ -90,7 +93,10 @@ def test_kill_minus_nine_mid_loop_then_resume_finishes(tmp_path, env):
         env["OPENAI_API_BASE"] = server.url
         proc = subprocess.Popen(
             [LOOPWRIGHT, "run", "fix-calc", "--workdir", str(repo)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             assert server.wait_for_requests(2, timeout=90), "the second turn never started"
@@ -116,7 +122,9 @@ def test_kill_minus_nine_mid_loop_then_resume_finishes(tmp_path, env):
     assert after[0] == before[0]  # the committed turn was not executed again
     assert (repo / "calc.py").read_text() == FIXED
     final = ledger.find_run(run.id)
-    assert final is not None and final.status == "passed" and final.attempts == 2
+    assert final is not None
+    assert final.status == "passed"
+    assert final.attempts == 2
 
 
 def test_resume_with_more_budget_after_a_brake(tmp_path, env):
@@ -138,12 +146,18 @@ def test_resume_with_more_budget_after_a_brake(tmp_path, env):
 def test_cancel_a_foreground_run_with_sigint_keeps_its_work(tmp_path, env):
     repo = calc_repo(tmp_path)
     gate = threading.Event()
-    script = [Reply(tool_calls=[("write_file", {"path": "notes.txt", "content": "x"})]),
-              Reply(content="blocked", gate=gate)]
+    script = [
+        Reply(tool_calls=[("write_file", {"path": "notes.txt", "content": "x"})]),
+        Reply(content="blocked", gate=gate),
+    ]
     with ScriptedOpenAIServer(script) as server:
         env["OPENAI_API_BASE"] = server.url
-        proc = subprocess.Popen([LOOPWRIGHT, "run", "fix-calc", "--workdir", str(repo)],
-                                env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [LOOPWRIGHT, "run", "fix-calc", "--workdir", str(repo)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert server.wait_for_requests(2, timeout=90)
             proc.send_signal(signal.SIGINT)
@@ -157,7 +171,8 @@ def test_cancel_a_foreground_run_with_sigint_keeps_its_work(tmp_path, env):
     assert run.status == "cancelled"
     assert (repo / "notes.txt").read_text() == "x"
     (turn,) = ledger_of(env).turns(run.id)
-    assert turn.interrupted == "cancelled" and turn.usage.model_calls == 1
+    assert turn.interrupted == "cancelled"
+    assert turn.usage.model_calls == 1
 
 
 def test_unknown_workflow_is_a_usage_error(env, monkeypatch, capsys):
@@ -176,7 +191,8 @@ def test_workflows_check_reports_file_line_reason(tmp_path, capsys):
     assert "good: brakes max_turns=6" in capsys.readouterr().out
     assert main(["workflows", "check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert f"{bad}:3: " in captured.err and "teleport" in captured.err
+    assert f"{bad}:3: " in captured.err
+    assert "teleport" in captured.err
     assert "ok" in captured.out
 
 

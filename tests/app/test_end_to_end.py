@@ -49,8 +49,9 @@ async def test_maker_fixes_a_failing_test_through_litellm(tmp_path: Path, model_
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     runner = Runner(settings=settings, ledger=ledger, model=LiteLLMModel())
-    job = LoopJob(workflow="fix-calc", source="cli", instruction="Fix the failing test.",
-                  workdir=str(repo))
+    job = LoopJob(
+        workflow="fix-calc", source="cli", instruction="Fix the failing test.", workdir=str(repo)
+    )
     _, run, created = runner.submit(job, workflow)
     assert created
 
@@ -61,7 +62,12 @@ async def test_maker_fixes_a_failing_test_through_litellm(tmp_path: Path, model_
     assert len(model_server.requests) == 5
     assert model_server.requests[0]["model"] == "local-stub"
     assert [t["function"]["name"] for t in model_server.requests[0]["tools"]] == [
-        "read_file", "write_file", "list_files", "search", "run", "note",
+        "read_file",
+        "write_file",
+        "list_files",
+        "search",
+        "run",
+        "note",
     ]
     turns = ledger.turns(run.id)
     assert [t.number for t in turns] == [1, 2, 3]

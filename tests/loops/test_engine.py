@@ -52,7 +52,9 @@ PASS = Verdict(passed=True, results=(CheckResult(name="tests", passed=True),))
 
 
 def fail(findings: str) -> Verdict:
-    return Verdict(passed=False, results=(CheckResult(name="tests", passed=False, findings=findings),))
+    return Verdict(
+        passed=False, results=(CheckResult(name="tests", passed=False, findings=findings),)
+    )
 
 
 def deps(
@@ -85,8 +87,13 @@ def deps(
             store=store,
             clock=SystemClock(),
             prices=lambda _m: Price(input_per_token=1e-6, output_per_token=1e-6),
-            variables={"instruction": "fix it", "repo": None, "pr": None, "source": "cli",
-                       "requested_by": None},
+            variables={
+                "instruction": "fix it",
+                "repo": None,
+                "pr": None,
+                "source": "cli",
+                "requested_by": None,
+            },
             listeners=(events.append,) if events is not None else (),
         ),
         store,
@@ -137,9 +144,13 @@ async def test_max_turns_brake_keeps_work_and_names_the_figures(tmp_path):
 
 async def test_same_findings_three_times_is_stuck(tmp_path):
     model = ScriptedModel([reply(f"try {i}") for i in range(4)])
-    findings = ["FAILED test_x - took 0.12s", "FAILED test_x - took 0.31s", "FAILED test_x - took 1.2s"]
+    findings = [
+        "FAILED test_x - took 0.12s",
+        "FAILED test_x - took 0.31s",
+        "FAILED test_x - took 1.2s",
+    ]
     checker = ScriptedChecker([fail(f) for f in findings] + [PASS])
-    d, store = deps(tmp_path, model, checker, turns=6)
+    d, _store = deps(tmp_path, model, checker, turns=6)
     outcome = await run_loop(d, RunState())
     assert outcome.status == "stuck"
     assert outcome.turns == 3
@@ -171,7 +182,7 @@ async def test_cancel_during_a_tool_keeps_the_partial_turn(tmp_path):
 
 async def test_wall_time_bounds_the_checker_too(tmp_path):
     model = ScriptedModel([reply("done")])
-    d, store = deps(tmp_path, model, ScriptedChecker([30.0]), wall=0.5)
+    d, _store = deps(tmp_path, model, ScriptedChecker([30.0]), wall=0.5)
     outcome = await asyncio.wait_for(run_loop(d, RunState()), 10)
     assert outcome.status == "braked"
     assert outcome.brake == "max_wall_seconds"
@@ -194,8 +205,9 @@ async def test_resume_continues_after_the_last_recorded_turn(tmp_path):
     assert first.status == "braked"
     more = d.brakes.extended(turns=1)
     model2 = ScriptedModel([reply("c")])
-    d2 = EngineDeps(**{**d.__dict__, "brakes": more, "model": model2,
-                       "checker": ScriptedChecker([PASS])})
+    d2 = EngineDeps(
+        **{**d.__dict__, "brakes": more, "model": model2, "checker": ScriptedChecker([PASS])}
+    )
     state = RunState.from_turns(store.turns)
     assert state.findings.endswith("y")
     second = await run_loop(d2, state)
