@@ -224,3 +224,66 @@ async def test_events_describe_the_run(tmp_path):
     assert isinstance(events[0], TurnStarted)
     assert isinstance(events[-1], RunFinished)
     assert events[-1].outcome.status == "passed"
+
+
+JUDGED = """\
+---
+name: judged
+tools: [read_file]
+brakes: {max_turns: 2, max_total_tokens: TOKENS, max_cost_usd: null, max_wall_seconds: 60}
+exit:
+  judge: {model: judge-model, rubric: "Is it good?", threshold: 0.5}
+---
+{{ instruction }}
+"""
+
+
+def judged_deps(
+    tmp_path: Path, model: ScriptedModel, tokens: int
+) -> tuple[EngineDeps, MemoryStore]:
+    from checkers.factory import build_checker
+
+    d, store = deps(tmp_path, model, ScriptedChecker([]))
+    workflow = parse_workflow(JUDGED.replace("TOKENS", str(tokens)), "judged.md")
+    checker = build_checker(workflow.exit, default_judge_model="unused")
+    return EngineDeps(
+        **{**d.__dict__, "workflow": workflow, "brakes": workflow.brakes, "checker": checker}
+    ), store
+
+
+async def test_the_judge_is_metered_against_the_runs_brakes(tmp_path):
+    model = ScriptedModel(
+        [
+            reply("did it", input_tokens=500, output_tokens=50),
+            reply('{"score": 0.9, "findings": "good"}', input_tokens=700, output_tokens=30),
+        ]
+    )
+    d, store = judged_deps(tmp_path, model, tokens=100_000)
+    outcome = await run_loop(d, RunState())
+    assert outcome.status == "passed"
+    judge_request = model.requests[1]
+    assert (judge_request.model, judge_request.purpose) == ("judge-model", "judge")
+    assert outcome.usage.total_tokens == 1280
+    assert store.turns[0].usage.model_calls == 2
+
+
+async def test_a_judge_call_that_cannot_fit_brakes_the_run(tmp_path):
+    from loops.budget import estimate_tokens
+    from loops.model import CallUsage, ModelResponse
+    from loops.testing import FunctionModel
+
+    limit = 5_000
+
+    def maker_uses_all_but_ten_tokens(request):
+        spent = estimate_tokens(request)
+        usage = CallUsage(input_tokens=spent, output_tokens=limit - 10 - spent)
+        return ModelResponse(text="did it", usage=usage)
+
+    model = FunctionModel(maker_uses_all_but_ten_tokens)
+    d, store = judged_deps(tmp_path, model, tokens=limit)  # type: ignore[arg-type]
+    outcome = await run_loop(d, RunState())
+    assert outcome.status == "braked"
+    assert outcome.brake == "max_total_tokens"
+    assert len(model.requests) == 1  # the judge was never called
+    assert outcome.usage.total_tokens == limit - 10
+    assert store.turns[0].interrupted.startswith("max_total_tokens of 5000 reached")
