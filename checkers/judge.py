@@ -106,7 +106,7 @@ class JudgeChecker:
     async def _grade(self, ctx: CheckContext) -> CheckResult:
         try:
             async with asyncio.timeout(ctx.timeout):
-                response = await ctx.model.complete(self.request(ctx))
+                response = await ctx.model.complete(await self.request(ctx))
         except ModelError as exc:
             return _failed(f"judge model failed: {type(exc).__name__}: {exc}")
         except TimeoutError:
@@ -117,22 +117,22 @@ class JudgeChecker:
             return _failed(f"judge answered malformed JSON: {exc}{_answer_note(response)}")
         return self._score(answer)
 
-    def request(self, ctx: CheckContext) -> ModelRequest:
+    async def request(self, ctx: CheckContext) -> ModelRequest:
         """The one request the judge sends for `ctx`."""
         return ModelRequest(
             model=self.model,
             messages=(
                 Message(role="system", content=SYSTEM_PROMPT),
-                Message(role="user", content=self._task(ctx)),
+                Message(role="user", content=self._task(ctx, await ctx.diff())),
             ),
             timeout=ctx.timeout,
             response_format="json",
             purpose="judge",
         )
 
-    def _task(self, ctx: CheckContext) -> str:
+    def _task(self, ctx: CheckContext, diff: str) -> str:
         summary = ctx.summary.strip() or "(the maker gave no summary)"
-        diff = ctx.diff.strip() or "(no changes in the workspace)"
+        diff = diff.strip() or "(no changes in the workspace)"
         return (
             f"Rubric:\n{self.spec.rubric.strip()}\n\n"
             f"Turn {ctx.turn}. The maker's summary:\n<summary>\n{summary}\n</summary>\n\n"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -41,7 +42,8 @@ class CheckContext:
     Attributes:
         workspace: the directory the maker worked in.
         summary: the maker's final answer for the turn.
-        diff: the workspace's changes since the run started (``git diff``), possibly truncated.
+        load_diff: produces the workspace's changes (``git diff``, possibly truncated); only
+            checkers that read the diff pay for it, through `diff()`.
         model: a model port already metered against the run's brakes (for judges).
         env: the environment for check commands (already scrubbed of secrets).
         timeout: seconds any single check may take (bounded by the run's wall-time brake).
@@ -49,11 +51,18 @@ class CheckContext:
 
     workspace: Path
     summary: str
-    diff: str
     model: ModelPort
     env: dict[str, str]
     timeout: float
     turn: int = 1
+    load_diff: Callable[[], Awaitable[str]] = field(default=lambda: _no_diff())
+
+    async def diff(self) -> str:
+        return await self.load_diff()
+
+
+async def _no_diff() -> str:
+    return ""
 
 
 class Checker(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -113,12 +114,24 @@ async def _check_context(
     return CheckContext(
         workspace=deps.workspace.root,
         summary=summary,
-        diff=await deps.workspace.diff(),
+        load_diff=_once(deps.workspace.diff),
         model=model,
         env=dict(deps.check_env),
         timeout=CHECK_TIMEOUT_CAP if remaining is None else max(remaining, 0.001),
         turn=state.current.number if state.current else 0,
     )
+
+
+def _once(load: Callable[[], Awaitable[str]]) -> Callable[[], Awaitable[str]]:
+    """The diff is computed on first use (git costs a few ms a turn) and then shared."""
+    cache: list[str] = []
+
+    async def diff() -> str:
+        if not cache:
+            cache.append(await load())
+        return cache[0]
+
+    return diff
 
 
 def _judge_verdict(state: RunState, deps: EngineDeps, verdict: Verdict) -> Done | None:

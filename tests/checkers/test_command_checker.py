@@ -19,7 +19,7 @@ def make_ctx(workspace: Path, *, timeout: float = 30.0, **env: str) -> CheckCont
     return CheckContext(
         workspace=workspace,
         summary="",
-        diff="",
+        load_diff=_diff(""),
         model=NoModel(),
         env={**scrubbed_env(), **env},
         timeout=timeout,
@@ -124,3 +124,10 @@ async def test_pytest_output_keeps_first_failure_and_whole_summary(tmp_path: Pat
     assert "FAILED test_sample.py::test_fail_29" in findings
     assert "30 failed, 50 passed" in findings
     assert len(findings.splitlines()) <= 64
+
+
+def _diff(text: str) -> Callable[[], Awaitable[str]]:
+    async def load() -> str:
+        return text
+
+    return load

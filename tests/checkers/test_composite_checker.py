@@ -45,7 +45,7 @@ def make_ctx(workspace: Path = Path("."), model: JudgeModel | None = None) -> Ch
     return CheckContext(
         workspace=workspace,
         summary="done",
-        diff="+x",
+        load_diff=_diff("+x"),
         model=model or JudgeModel('{"score": 1}'),
         env=scrubbed_env(),
         timeout=30,
@@ -168,3 +168,10 @@ async def test_build_checker_without_judge_skips_the_model(tmp_path: Path) -> No
 
     assert verdict.passed
     assert model.requests == []
+
+
+def _diff(text: str) -> Callable[[], Awaitable[str]]:
+    async def load() -> str:
+        return text
+
+    return load

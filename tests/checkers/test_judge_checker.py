@@ -40,7 +40,7 @@ def make_ctx(
     return CheckContext(
         workspace=Path("."),
         summary=summary,
-        diff=diff,
+        load_diff=_diff(diff),
         model=model,
         env={},
         timeout=timeout,
@@ -200,3 +200,10 @@ def test_extract_json_object_prefers_a_fenced_block_over_prose() -> None:
     text = 'Grade (see {below}):\n```\n{"score": 0.7}\n```\nand {"score": 0.1}'
 
     assert extract_json_object(text) == {"score": 0.7}
+
+
+def _diff(text: str) -> Callable[[], Awaitable[str]]:
+    async def load() -> str:
+        return text
+
+    return load
