@@ -1,6 +1,7 @@
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from checkers.command import CommandChecker
