@@ -20,6 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    serve = sub.add_parser("serve", help="run the service (API, executor, triggers)")
+    serve.add_argument("--host", default=None, help="default: LOOPWRIGHT_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default: LOOPWRIGHT_PORT or 8000")
+
     run = sub.add_parser("run", help="run one loop in the foreground", epilog=EXIT_CODES)
     run.add_argument("workflow", help="a workflow name from the workflows dir, or a .md path")
     run.add_argument("--workdir", default=".", help="the workspace directory (default: .)")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.ledger import Ledger, RunRow
+    from app.run_queue import Claim
     from app.runner import Runner
     from app.settings import Settings
     from loops.events import Outcome
@@ -28,6 +29,7 @@ class UsageProblem(Exception):
 
 def dispatch(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": cmd_serve,
         "run": cmd_run,
         "runs": cmd_runs,
         "workflows": cmd_workflows,
@@ -50,6 +52,27 @@ def _ledger(settings: Settings) -> Ledger:
     ledger = Ledger(settings.ledger_url)
     ledger.migrate()
     return ledger
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.service import create_app
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = create_app(settings)
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the lifespan drains the executor.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    return 0
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:
@@ -84,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         requested_by=os.environ.get("USER"),
     )
     runner = _runner(settings)
-    _, run, _ = runner.submit(job, workflow)
+    _, run, _ = runner.queue.submit_claimed(job, workflow, local_claim())
     print(f"run {run.id} · {workflow.summary()}", flush=True)
     return _foreground(runner, run.id)
 
@@ -115,8 +138,21 @@ def _runner(settings: Settings) -> Runner:
     return Runner(settings=settings, ledger=_ledger(settings))
 
 
+def local_claim() -> Claim:
+    import socket
+
+    from app.run_queue import Claim
+
+    return Claim(
+        owner=f"cli:{socket.gethostname()}:{os.getpid()}",
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
+
+
 def _foreground(runner: Runner, run_id: str) -> int:
-    """Run to the end; Ctrl-C or SIGTERM cancels the loop, which records `cancelled`."""
+    """Run to the end. Ctrl-C, SIGTERM or `runs cancel` (from anywhere) cancel the loop,
+    which records `cancelled`; a heartbeat tells services sharing the ledger it is alive."""
     from app.progress import ProgressPrinter
 
     async def go() -> Outcome:
@@ -124,10 +160,26 @@ def _foreground(runner: Runner, run_id: str) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        return await task
+        watcher = asyncio.create_task(_watch(runner, run_id, task))
+        try:
+            return await task
+        finally:
+            watcher.cancel()
 
     outcome = asyncio.run(go())
     return STATUS_EXIT.get(outcome.status, 1)
+
+
+async def _watch(runner: Runner, run_id: str, task: asyncio.Task[Outcome]) -> None:
+    beats = 0
+    while not task.done():
+        await asyncio.sleep(0.5)
+        beats += 1
+        if await asyncio.to_thread(runner.queue.cancel_requested, [run_id]):
+            task.cancel()
+            return
+        if beats % 10 == 0:
+            await asyncio.to_thread(runner.queue.heartbeat, [run_id])
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -149,40 +201,48 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cancel(ledger: Ledger, run: RunRow) -> int:
+    from app.run_queue import RunQueue, RunStateError
     from app.runner import process_alive
 
-    if run.status not in ("queued", "running"):
-        raise UsageProblem(f"run {run.id} is {run.status}; only queued or running runs cancel")
-    if run.status == "running" and process_alive(run.pid, run.host) and run.pid:
-        os.kill(run.pid, signal.SIGTERM)  # the foreground process records `cancelled` itself
-        print(f"run {run.id}: asked process {run.pid} to cancel")
-        return 0
-    ledger.finish_run(run.id, status="cancelled", reason="cancelled from the command line")
-    print(f"run {run.id}: cancelled")
+    queue = RunQueue(ledger)
+    if run.status == "running" and not process_alive(run.pid, run.host):
+        queue.recover(run)  # its process is gone: cancelling it is just bookkeeping
+    try:
+        status = queue.request_cancel(run.id)
+    except RunStateError as exc:
+        raise UsageProblem(str(exc)) from exc
+    if status == "running":
+        print(f"run {run.id}: cancel requested; process {run.pid} stops it within seconds")
+    else:
+        print(f"run {run.id}: cancelled")
     return 0
 
 
 def _resume(settings: Settings, ledger: Ledger, run: RunRow, args: argparse.Namespace) -> int:
+    from app.run_queue import RunStateError
     from app.runner import Runner, process_alive
 
-    if run.status == "passed":
-        raise UsageProblem(f"run {run.id} already passed")
-    if run.status == "running" and process_alive(run.pid, run.host):
-        raise UsageProblem(f"run {run.id} is still running in process {run.pid}")
-    extra = (args.add_turns, args.add_cost, args.add_tokens, args.add_seconds)
-    if any(extra):
-        ledger.set_brakes(
-            run.id,
-            run.brakes.extended(
-                turns=args.add_turns,
-                cost_usd=args.add_cost,
-                tokens=args.add_tokens,
-                seconds=args.add_seconds,
-            ),
-        )
-    ledger.set_status(run.id, "queued")
-    print(f"resuming run {run.id} after turn {run.turns_done} ({run.status})", flush=True)
     runner = Runner(settings=settings, ledger=ledger)
+    if run.status == "running":
+        if process_alive(run.pid, run.host):
+            raise UsageProblem(f"run {run.id} is still running in process {run.pid}")
+        runner.queue.recover(run)
+    extra = (args.add_turns, args.add_cost, args.add_tokens, args.add_seconds)
+    brakes = (
+        run.brakes.extended(
+            turns=args.add_turns,
+            cost_usd=args.add_cost,
+            tokens=args.add_tokens,
+            seconds=args.add_seconds,
+        )
+        if any(extra)
+        else None
+    )
+    try:
+        resumed = runner.queue.resume(run.id, brakes=brakes, claim=local_claim())
+    except RunStateError as exc:
+        raise UsageProblem(str(exc)) from exc
+    print(f"resuming run {run.id} after turn {resumed.turns_done} ({run.status})", flush=True)
     return _foreground(runner, run.id)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -59,6 +59,7 @@ from loops.workflows import Workflow
 
 __all__ = [
     "AmbiguousRunError",
+    "ConflictError",
     "DuplicateTurnError",
     "JobRow",
     "Ledger",
@@ -104,7 +105,7 @@ class DuplicateTurnError(LedgerError):
     pass
 
 
-class _Conflict(StorageError):
+class ConflictError(StorageError):
     """A write broke a unique or foreign key constraint; callers that expect it catch it."""
 
 
@@ -149,7 +150,7 @@ class Ledger:
         config = alembic_config()
         with _MIGRATION_THREAD_LOCK:
             try:
-                with self._transaction(write=True) as conn:
+                with self.transaction(write=True) as conn:
                     if conn.dialect.name == "postgresql":
                         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
                     config.attributes["connection"] = conn
@@ -160,13 +161,21 @@ class Ledger:
 
     def _at_head(self, config: Config) -> bool:
         heads = set(ScriptDirectory.from_config(config).get_heads())
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return set(MigrationContext.configure(conn).get_current_heads()) == heads
 
     def create_job(
-        self, job: LoopJob, *, workflow: Workflow, brakes: Brakes | None = None
+        self,
+        job: LoopJob,
+        *,
+        workflow: Workflow,
+        brakes: Brakes | None = None,
+        run_values: Mapping[str, object] | None = None,
     ) -> tuple[JobRow, RunRow, bool]:
         """Store a job and its first, queued run; or find them, if the idempotency key is known.
+
+        `run_values` overrides columns of the new run (a foreground run is inserted already
+        claimed, so no service sharing the database can pick it up first).
 
         Returns:
             the job, its first run, and whether they were created by this call.
@@ -176,19 +185,19 @@ class Ledger:
         frozen = workflow.brakes if brakes is None else brakes
         for _attempt in range(3):
             try:
-                return self._insert_job(job, workflow, frozen)
-            except _Conflict:
+                return self._insert_job(job, workflow, frozen, run_values or {})
+            except ConflictError:
                 # Another process inserted the same key between our check and our insert.
                 if job.idempotency_key is None:
                     continue
-                with self._transaction(write=False) as conn:
+                with self.transaction(write=False) as conn:
                     found = _job_by_key(conn, job.idempotency_key)
                 if found is not None:
                     return (*found, False)
         raise StorageError(f"could not store job with idempotency_key {job.idempotency_key!r}")
 
     def _insert_job(
-        self, job: LoopJob, workflow: Workflow, brakes: Brakes
+        self, job: LoopJob, workflow: Workflow, brakes: Brakes, overrides: Mapping[str, object]
     ) -> tuple[JobRow, RunRow, bool]:
         now = self._clock()
         job_id = new_id()
@@ -199,8 +208,11 @@ class Ledger:
             "workflow_path": workflow.path,
             "created_at": now,
         }
-        run_fields = new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now)
-        with self._transaction(write=True) as conn:
+        run_fields = {
+            **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
+            **overrides,
+        }
+        with self.transaction(write=True) as conn:
             if job.idempotency_key is not None:
                 found = _job_by_key(conn, job.idempotency_key)
                 if found is not None:
@@ -210,12 +222,12 @@ class Ledger:
         return job_row(job_fields), run_row(run_fields), True
 
     def get_job(self, job_id: str) -> JobRow | None:
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
         return None if row is None else job_row(row)
 
     def get_run(self, run_id: str) -> RunRow | None:
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         return None if row is None else run_row(row)
 
@@ -236,7 +248,7 @@ class Ledger:
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(MAX_CANDIDATES + 1)
         )
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(query).mappings().all()
         if len(rows) > 1:
             ids = [row["id"] for row in rows[:MAX_CANDIDATES]]
@@ -274,33 +286,20 @@ class Ledger:
                     sa.and_(runs.c.created_at == created_at, runs.c.id < run_id),
                 )
             )
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(query.limit(limit + 1)).mappings().all()
         page = [run_row(row) for row in rows[:limit]]
         return page, encode_cursor(page[-1]) if len(rows) > limit else None
 
     def turns(self, run_id: str) -> list[TurnRecord]:
         query = sa.select(turns).where(turns.c.run_id == run_id).order_by(turns.c.number)
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             rows = conn.execute(query).mappings().all()
         return [turn_record(row) for row in rows]
 
-    def mark_running(self, run_id: str, *, pid: int, host: str, workdir: str) -> None:
-        """The run's process has started (or resumed) it. Clears how it ended before."""
-        now = self._clock()
-        self._update_run(
-            run_id,
-            status="running",
-            started_at=sa.func.coalesce(runs.c.started_at, now),
-            heartbeat_at=now,
-            attempts=runs.c.attempts + 1,
-            pid=pid,
-            host=host,
-            workdir=workdir,
-            ended_at=None,
-            brake=None,
-            reason="",
-        )
+    def set_workdir(self, run_id: str, workdir: str) -> None:
+        """Where the run's workspace is, once its process has prepared it."""
+        self._update_run(run_id, workdir=workdir)
 
     def heartbeat(self, run_id: str) -> None:
         self._update_run(run_id, heartbeat_at=self._clock())
@@ -329,7 +328,7 @@ class Ledger:
     def update_extra(self, run_id: str, **values: object) -> None:
         """Merge `values` into the run's `extra` (a key set to None stays, as null)."""
         query = sa.select(runs.c.extra).where(runs.c.id == run_id).with_for_update()
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             extra = conn.execute(query).scalar_one_or_none()
             if extra is None:
                 raise UnknownRunError(f"no run {run_id!r}")
@@ -366,20 +365,20 @@ class Ledger:
             "heartbeat_at": self._clock(),
         }
         try:
-            with self._transaction(write=True) as conn:
+            with self.transaction(write=True) as conn:
                 _require_run(conn.execute(_run_update(record.run_id, totals)), record.run_id)
                 conn.execute(sa.insert(turns).values(**turn_values(record)))
-        except _Conflict as exc:
+        except ConflictError as exc:
             raise DuplicateTurnError(
                 f"run {record.run_id!r} already has turn {record.number}"
             ) from exc
 
     def _update_run(self, run_id: str, **values: Any) -> None:
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             _require_run(conn.execute(_run_update(run_id, values)), run_id)
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
                 if write:
@@ -387,7 +386,7 @@ class Ledger:
                 with conn.begin():
                     yield conn
         except IntegrityError as exc:
-            raise _Conflict(_describe(exc)) from exc
+            raise ConflictError(_describe(exc)) from exc
         except SQLAlchemyError as exc:
             raise StorageError(_describe(exc)) from exc
 

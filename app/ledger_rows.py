@@ -107,6 +107,10 @@ class RunRow:
     workdir: str | None
     attempts: int
     extra: dict[str, object]
+    concurrency_key: str | None = None
+    queued_at: float | None = None
+    cancel_requested: bool = False
+    owner: str | None = None
 
     @property
     def usage(self) -> Usage:
@@ -202,6 +206,10 @@ def new_run_values(
         "workdir": None,
         "attempts": 0,
         "extra": {},
+        "concurrency_key": job.concurrency_key,
+        "queued_at": now,
+        "cancel_requested": False,
+        "owner": None,
     }
 
 
@@ -216,6 +224,7 @@ def run_row(values: Mapping[Any, Any]) -> RunRow:
     fields: dict[str, Any] = dict(values)
     fields["brakes"] = brakes_from_dict(fields["brakes"])
     fields["extra"] = dict(fields["extra"] or {})
+    fields["cancel_requested"] = bool(fields.get("cancel_requested"))
     return RunRow(**fields)
 
 

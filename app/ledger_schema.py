@@ -92,10 +92,25 @@ runs = sa.Table(
     sa.Column("workdir", sa.Text, nullable=True),
     _count("attempts"),
     sa.Column("extra", _json(), nullable=False),
+    # Added by 0002: the executor's queue.
+    sa.Column("concurrency_key", sa.Text, nullable=True),
+    _seconds("queued_at"),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("owner", sa.Text, nullable=True),
     sa.CheckConstraint(STATUS_CHECK, name="status"),
     sa.Index("ix_runs_created_at_id", "created_at", "id"),
     sa.Index("ix_runs_status_created_at_id", "status", "created_at", "id"),
     sa.Index("ix_runs_job_id", "job_id"),
+    sa.Index("ix_runs_status_queued_at_id", "status", "queued_at", "id"),
+    # At most one running run per concurrency key, whichever process claims it: the database
+    # refuses the second claim, so per-key serialization holds across replicas.
+    sa.Index(
+        "uq_runs_running_concurrency_key",
+        "concurrency_key",
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
 )
 
 turns = sa.Table(

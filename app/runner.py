@@ -7,10 +7,8 @@ Used by the CLI (`run`, `runs resume`) and, later, by the service's executor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +16,12 @@ import structlog
 
 from app.ledger import JobRow, Ledger, RunRow
 from app.pricing import PriceBook, fallback_price
+from app.run_queue import RunQueue
 from app.settings import Settings
 from checkers.factory import build_checker
 from loops.clock import Clock, SystemClock
 from loops.engine import EngineDeps, RunState, run_loop
-from loops.errors import WorkspaceError
+from loops.errors import WorkflowError, WorkspaceError
 from loops.events import Listener, Outcome
 from loops.jobs import LoopJob
 from loops.model import ModelPort
@@ -33,8 +32,6 @@ from loops.workflows import Workflow
 from loops.workspace import Workspace
 
 log = structlog.get_logger("app.runner")
-
-HEARTBEAT_SECONDS = 5.0
 
 
 def default_model() -> ModelPort:
@@ -51,6 +48,7 @@ class Runner:
     clock: Clock = field(default_factory=SystemClock)
 
     def __post_init__(self) -> None:
+        self.queue = RunQueue(self.ledger)
         lookup = getattr(self.model, "price", None)
         self.prices = PriceBook(
             lookup,
@@ -67,27 +65,54 @@ class Runner:
     def run_dir(self, run_id: str) -> Path:
         return self.settings.runs_dir / run_id
 
-    async def run(self, run_id: str, *, listeners: tuple[Listener, ...] = ()) -> Outcome:
-        run = self._require_run(run_id)
-        job = self.ledger.get_job(run.job_id)
+    async def run(
+        self,
+        run_id: str,
+        *,
+        listeners: tuple[Listener, ...] = (),
+        stop: asyncio.Event | None = None,
+    ) -> Outcome:
+        """Run a claimed run (status `running`, owned by this process) until it ends.
+
+        The outcome is recorded: a run interrupted by a shutdown goes back to `queued`.
+        """
+        run = await asyncio.to_thread(self._require_run, run_id)
+        job = await asyncio.to_thread(self.ledger.get_job, run.job_id)
         assert job is not None, f"run {run_id!r} has no job"
-        workflow = parse_workflow(job.workflow_source, job.workflow_path)
-        workspace = self._workspace(run, job, workflow)
         structlog.contextvars.bind_contextvars(run_id=run.id, job_id=job.id)
         try:
-            self.ledger.mark_running(
-                run.id, pid=os.getpid(), host=socket.gethostname(), workdir=str(workspace.root)
-            )
-            deps = self._deps(run, job, workflow, workspace, listeners)
-            log.info("loop_started", workflow=workflow.name, model=deps.model_name)
-            async with self._heartbeat(run.id):
-                outcome = await run_loop(deps, RunState.from_turns(self.ledger.turns(run.id)))
-            self.ledger.finish_run(
-                run.id, status=outcome.status, reason=outcome.reason, brake=outcome.brake
-            )
+            outcome = await self._execute(run, job, listeners, stop)
+            await asyncio.to_thread(self._record, run.id, outcome)
             return outcome
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "job_id", "turn")
+
+    async def _execute(
+        self,
+        run: RunRow,
+        job: JobRow,
+        listeners: tuple[Listener, ...],
+        stop: asyncio.Event | None,
+    ) -> Outcome:
+        try:
+            workflow = parse_workflow(job.workflow_source, job.workflow_path)
+            workspace = self._workspace(run, job, workflow)
+        except (WorkflowError, WorkspaceError) as exc:
+            log.warning("run_not_startable", reason=str(exc))
+            return _failed(run, f"cannot start: {exc}")
+        await asyncio.to_thread(self.ledger.set_workdir, run.id, str(workspace.root))
+        deps = self._deps(run, job, workflow, workspace, listeners, stop)
+        log.info("loop_started", workflow=workflow.name, model=deps.model_name)
+        turns = await asyncio.to_thread(self.ledger.turns, run.id)
+        return await run_loop(deps, RunState.from_turns(turns))
+
+    def _record(self, run_id: str, outcome: Outcome) -> None:
+        if outcome.status == "queued":
+            self.queue.requeue(run_id, reason=outcome.reason)
+        else:
+            self.ledger.finish_run(
+                run_id, status=outcome.status, reason=outcome.reason, brake=outcome.brake
+            )
 
     def _require_run(self, run_id: str) -> RunRow:
         run = self.ledger.find_run(run_id)
@@ -121,6 +146,7 @@ class Runner:
         workflow: Workflow,
         workspace: Workspace,
         listeners: tuple[Listener, ...],
+        stop: asyncio.Event | None,
     ) -> EngineDeps:
         env = scrubbed_env()
         judge_model = (
@@ -152,25 +178,19 @@ class Runner:
             },
             check_env=env,
             listeners=listeners,
+            stop=stop,
         )
 
-    @contextlib.asynccontextmanager
-    async def _heartbeat(self, run_id: str) -> AsyncIterator[None]:
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(HEARTBEAT_SECONDS)
-                try:
-                    await asyncio.to_thread(self.ledger.heartbeat, run_id)
-                except Exception:
-                    log.warning("heartbeat_failed", exc_info=True)
 
-        task = asyncio.create_task(beat())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def _failed(run: RunRow, reason: str) -> Outcome:
+    return Outcome(
+        run_id=run.id,
+        status="errored",
+        reason=reason,
+        turns=run.turns_done,
+        usage=run.usage,
+        elapsed_s=run.elapsed_s,
+    )
 
 
 def process_alive(pid: int | None, host: str | None) -> bool:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     fallback_input_usd_per_mtok: float = Field(default=10.0, ge=0)
     fallback_output_usd_per_mtok: float = Field(default=30.0, ge=0)
     tool_timeout_seconds: float = Field(default=300.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    stale_after_seconds: float = Field(default=60.0, gt=0)
     log_format: str = "auto"  # auto | json | console
 
     @property

@@ -53,6 +53,8 @@ class EngineDeps:
     listeners: tuple[Listener, ...] = ()
     estimator: TokenEstimator = estimate_tokens
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    stop: asyncio.Event | None = None
+    """Set on shutdown: the run stops at the next step boundary and goes back to `queued`."""
 
 
 @dataclass(kw_only=True)
@@ -113,14 +115,14 @@ async def run_loop(deps: EngineDeps, state: RunState) -> Outcome:
     try:
         async with asyncio.timeout(_wall_budget(deps, state)):
             while not isinstance(step, Done):
-                step = await step.run(state, deps, model)
+                step = SHUTDOWN if _stopping(deps) else await step.run(state, deps, model)
     except BrakeTripped as exc:
         step, brake = Done(status="braked", reason=str(exc)), exc.brake
     except TimeoutError:
         step, brake = _wall_tripped(deps, state), "max_wall_seconds"
     except asyncio.CancelledError:
         _uncancel()
-        step = Done(status="cancelled", reason="cancelled")
+        step = SHUTDOWN if _stopping(deps) else Done(status="cancelled", reason="cancelled")
     except ModelError as exc:
         step = Done(status="errored", reason=f"model call failed: {exc}")
     except Exception as exc:
@@ -128,6 +130,13 @@ async def run_loop(deps: EngineDeps, state: RunState) -> Outcome:
         step = Done(status="errored", reason=f"internal error: {type(exc).__name__}: {exc}")
     await _record_interrupted(deps, state, step.reason)
     return _finish(deps, state, step, brake)
+
+
+SHUTDOWN = Done(status="queued", reason="interrupted by a shutdown; it resumes on the next start")
+
+
+def _stopping(deps: EngineDeps) -> bool:
+    return deps.stop is not None and deps.stop.is_set()
 
 
 def _uncancel() -> None:

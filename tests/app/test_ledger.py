@@ -36,6 +36,7 @@ from app.ledger_rows import (
     verdict_to_json,
 )
 from app.ledger_schema import metadata
+from app.run_queue import Claim, RunQueue
 from loops.brakes import Brakes
 from loops.checking import CheckResult, Verdict
 from loops.jobs import LoopJob
@@ -183,7 +184,7 @@ def test_migrate_is_idempotent_and_matches_the_metadata(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn)
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             assert compare_metadata(context, metadata) == []
             inspector = sa.inspect(conn)
             assert {"jobs", "runs", "turns"} <= set(inspector.get_table_names())
@@ -444,10 +445,11 @@ def test_turn_codecs_ignore_unknown_keys_and_fill_in_missing_ones() -> None:
 # --- run lifecycle --------------------------------------------------------------------------
 
 
-def test_mark_running_heartbeat_and_finish(ledger: Ledger, clock: Clock) -> None:
+def test_claim_heartbeat_and_finish(ledger: Ledger, clock: Clock) -> None:
     _, run, _ = ledger.create_job(job(), workflow=WORKFLOW)
     clock.advance(5)
-    ledger.mark_running(run.id, pid=4242, host="box", workdir="/srv/ws")
+    assert RunQueue(ledger, clock=clock).claim(run.id, Claim(owner="o", pid=4242, host="box"))
+    ledger.set_workdir(run.id, "/srv/ws")
     started = clock.now
     clock.advance(30)
     ledger.heartbeat(run.id)
@@ -482,7 +484,7 @@ def test_mark_running_heartbeat_and_finish(ledger: Ledger, clock: Clock) -> None
 
     ledger.set_status(run.id, "queued")
     clock.advance(100)
-    ledger.mark_running(run.id, pid=5151, host="box", workdir="/srv/ws")
+    assert RunQueue(ledger, clock=clock).claim(run.id, Claim(owner="o", pid=5151, host="box"))
     resumed = ledger.get_run(run.id)
     assert resumed is not None
     assert resumed.started_at == started  # the first start is kept
@@ -516,7 +518,7 @@ def test_finish_run_needs_an_ending_status(ledger: Ledger) -> None:
     "update",
     [
         lambda ledger: ledger.heartbeat("nope"),
-        lambda ledger: ledger.mark_running("nope", pid=1, host="h", workdir="/w"),
+        lambda ledger: ledger.set_workdir("nope", "/w"),
         lambda ledger: ledger.finish_run("nope", status="passed"),
         lambda ledger: ledger.set_brakes("nope", Brakes()),
         lambda ledger: ledger.set_status("nope", "queued"),

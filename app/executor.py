@@ -1,0 +1,217 @@
+"""The in-process executor: runs queued runs, a global limit and one run per concurrency key.
+
+One dispatcher task claims queued runs in arrival order while slots are free; each claimed run
+is an asyncio task. A watch task heartbeats the runs this process owns, turns cancel requests
+into task cancellation (the engine kills any running tool or check process group), and
+periodically requeues runs whose process is gone, whoever owned them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from app.ledger import RunRow
+from app.metrics import Metrics
+from app.reports import ReportHub
+from app.run_queue import Claim, RunQueue
+from app.runner import Runner, process_alive
+from loops.events import Listener, Outcome
+
+log = structlog.get_logger("app.executor")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorConfig:
+    max_concurrent_runs: int = 4
+    poll_seconds: float = 1.0  # how often the queue is read when nothing wakes the dispatcher
+    watch_seconds: float = 0.5  # how often cancel requests are read (cancel within 2 s)
+    heartbeat_seconds: float = 5.0
+    stale_after_seconds: float = 60.0
+    recover_every_seconds: float = 10.0
+    shutdown_grace_seconds: float = 10.0
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        runner: Runner,
+        config: ExecutorConfig,
+        reports: ReportHub | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.runner = runner
+        self.queue: RunQueue = runner.queue
+        self.config = config
+        self.reports = reports
+        self.clock = clock
+        self.claim_as = Claim(
+            owner=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+        )
+        self.tasks: dict[str, asyncio.Task[Outcome | None]] = {}
+        self.keys: dict[str, str | None] = {}
+        self._cancelled: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._accepting = True
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def slots_in_use(self) -> int:
+        return len(self.tasks)
+
+    async def start(self) -> None:
+        recovered = await self._recover()
+        if recovered:
+            log.info("runs_recovered", runs=recovered)
+        self._loops = [
+            asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
+            asyncio.create_task(self._watch_forever(), name="executor-watch"),
+        ]
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def cancel(self, run_id: str) -> str:
+        """Cancel a run: at once if it runs here, else through the ledger for its owner."""
+        task = self.tasks.get(run_id)
+        status = await asyncio.to_thread(self.queue.request_cancel, run_id)
+        if task is not None:
+            self._cancel_task(run_id, task)
+        return status
+
+    async def shutdown(self) -> None:
+        """Stop taking work; in-flight runs stop at their next step, within a bounded time."""
+        self._accepting = False
+        self._stop.set()
+        for loop in self._loops:
+            loop.cancel()
+        running = list(self.tasks.values())
+        if running:
+            log.info("executor_draining", runs=len(running))
+            _, pending = await asyncio.wait(running, timeout=self.config.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()  # the engine records the partial turn and requeues the run
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+    async def _dispatch_forever(self) -> None:
+        while self._accepting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._fill()
+            except Exception:
+                log.exception("dispatch_failed")
+
+    async def _fill(self) -> None:
+        free = self.config.max_concurrent_runs - len(self.tasks)
+        if free <= 0:
+            return
+        busy = {k for k in self.keys.values() if k}
+        candidates = await asyncio.to_thread(
+            self.queue.next_queued, limit=free + len(busy) + 8, skip_keys=busy
+        )
+        for run in candidates:
+            if len(self.tasks) >= self.config.max_concurrent_runs or not self._accepting:
+                return
+            if run.concurrency_key and run.concurrency_key in busy:
+                continue  # an earlier queued run with this key goes first
+            if await asyncio.to_thread(self.queue.claim, run.id, self.claim_as):
+                self._launch(run)
+            if run.concurrency_key:
+                busy.add(run.concurrency_key)
+
+    def _launch(self, run: RunRow) -> None:
+        self.keys[run.id] = run.concurrency_key
+        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        self.tasks[run.id] = task
+
+    async def _execute(self, run: RunRow) -> Outcome | None:
+        try:
+            listeners = await self._listeners(run)
+            return await self.runner.run(run.id, listeners=listeners, stop=self._stop)
+        except Exception:
+            log.exception("run_failed_to_execute", run_id=run.id)
+            await asyncio.to_thread(
+                self.runner.ledger.finish_run,
+                run.id,
+                status="errored",
+                reason="internal error while running; see the service log",
+            )
+            return None
+        finally:
+            self.tasks.pop(run.id, None)
+            self.keys.pop(run.id, None)
+            self._cancelled.discard(run.id)
+            self.wake()
+
+    async def _listeners(self, run: RunRow) -> tuple[Listener, ...]:
+        listeners: tuple[Listener, ...] = (self.metrics.listener(),) if self.metrics else ()
+        if self.reports is None:
+            return listeners
+        job = await asyncio.to_thread(self.runner.ledger.get_job, run.job_id)
+        return listeners if job is None else (*listeners, *self.reports.listeners_for(run, job))
+
+    def _cancel_task(self, run_id: str, task: asyncio.Task[Outcome | None]) -> None:
+        # Once only: a second cancel could interrupt the engine while it records the outcome.
+        if run_id not in self._cancelled:
+            self._cancelled.add(run_id)
+            task.cancel()
+
+    async def _watch_forever(self) -> None:
+        last_beat = last_recovery = self.clock()
+        while True:
+            await asyncio.sleep(self.config.watch_seconds)
+            try:
+                await self._watch_once()
+                now = self.clock()
+                if now - last_beat >= self.config.heartbeat_seconds:
+                    last_beat = now
+                    await asyncio.to_thread(self.queue.heartbeat, list(self.tasks))
+                if now - last_recovery >= self.config.recover_every_seconds:
+                    last_recovery = now
+                    if await self._recover():
+                        self.wake()
+            except Exception:
+                log.exception("executor_watch_failed")
+
+    async def _watch_once(self) -> None:
+        flagged = await asyncio.to_thread(self.queue.cancel_requested, list(self.tasks))
+        for run_id in flagged:
+            task = self.tasks.get(run_id)
+            if task is not None:
+                log.info("run_cancel_requested", run_id=run_id)
+                self._cancel_task(run_id, task)
+
+    async def _recover(self) -> list[str]:
+        return await asyncio.to_thread(
+            self.queue.recover_stale,
+            stale_before=self.clock() - self.config.stale_after_seconds,
+            host=self.claim_as.host,
+            alive=lambda pid: pid in _own_pids() or process_alive(pid, None),
+        )
+
+
+def _own_pids() -> set[int]:
+    # This process's runs are alive by definition, even before their first heartbeat.
+    return {os.getpid()}

@@ -1,0 +1,155 @@
+"""The FastAPI service: `create_app(settings)` wires the ledger, executor, reports and routes.
+
+Nothing heavy happens at import time, and litellm is imported only by the first model call, so
+`/healthz` answers within moments of the process starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from app.catalog import WorkflowCatalog
+from app.executor import Executor, ExecutorConfig
+from app.ledger import Ledger
+from app.metrics import Metrics
+from app.reports import ReportHub
+from app.run_queue import RunQueue
+from app.runner import Runner
+from app.settings import Settings
+from loops.model import ModelPort
+from loops.reporting import Reporter
+
+log = structlog.get_logger("app.service")
+
+
+@dataclass(kw_only=True)
+class Services:
+    """What request handlers reach through `request.app.state.services`."""
+
+    settings: Settings
+    ledger: Ledger
+    queue: RunQueue
+    catalog: WorkflowCatalog
+    runner: Runner
+    executor: Executor
+    reports: ReportHub
+    metrics: Metrics
+
+
+def create_app(
+    settings: Settings,
+    *,
+    model: ModelPort | None = None,
+    reporters: dict[str, Reporter] | None = None,
+    executor_config: ExecutorConfig | None = None,
+) -> FastAPI:
+    """The service. `model` and `reporters` are for tests and embedding; defaults are real."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await _start(settings, metrics, model, reporters or {}, executor_config)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await _stop(services)
+
+    app = FastAPI(
+        title="Loopwright",
+        version="0.1.0",
+        description="Runs AI agent loops unattended: triggers, maker turns under brakes, "
+        "checkers, and durable state.",
+        lifespan=lifespan,
+    )
+    app.middleware("http")(metrics.middleware)
+    from app.routes_api import api_router
+    from app.routes_ops import ops_router
+
+    app.include_router(ops_router())
+    app.include_router(api_router())
+    return app
+
+
+async def _start(
+    settings: Settings,
+    metrics: Metrics,
+    model: ModelPort | None,
+    reporters: dict[str, Reporter],
+    executor_config: ExecutorConfig | None,
+) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(settings.ledger_url)
+    await asyncio.to_thread(ledger.migrate)
+    catalog = WorkflowCatalog(settings.workflows_dir)
+    catalog.current()
+    runner = (
+        Runner(settings=settings, ledger=ledger, model=model)
+        if model is not None
+        else Runner(settings=settings, ledger=ledger)
+    )
+    reports = ReportHub(reporters)
+    reports.start()
+    config = executor_config or ExecutorConfig(
+        max_concurrent_runs=settings.max_concurrent_runs,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        stale_after_seconds=settings.stale_after_seconds,
+    )
+    executor = Executor(runner=runner, config=config, reports=reports, metrics=metrics)
+    metrics.watch_state(
+        lambda: (runner.queue.counts(), executor.slots_in_use, config.max_concurrent_runs)
+    )
+    services = Services(
+        settings=settings,
+        ledger=ledger,
+        queue=runner.queue,
+        catalog=catalog,
+        runner=runner,
+        executor=executor,
+        reports=reports,
+        metrics=metrics,
+    )
+    _log_start(services)
+    await executor.start()
+    return services
+
+
+async def _stop(services: Services) -> None:
+    log.info("service_stopping")
+    await services.executor.shutdown()
+    await services.reports.stop()
+    services.ledger.close()
+    log.info("service_stopped")
+
+
+def _log_start(services: Services) -> None:
+    settings = services.settings
+    log.info(
+        "service_starting",
+        data_dir=str(settings.data_dir.resolve()),
+        database=make_url(settings.ledger_url).render_as_string(hide_password=True),
+        workflows_dir=str(settings.workflows_dir.resolve()),
+        workflows=services.catalog.names(),
+        invalid_workflows=[str(p) for p in services.catalog.problems],
+        max_concurrent_runs=services.executor.config.max_concurrent_runs,
+    )
+    for name, (enabled, why) in trigger_states(settings).items():
+        log.info("trigger_enabled" if enabled else "trigger_disabled", trigger=name, reason=why)
+
+
+def trigger_states(settings: Settings) -> dict[str, tuple[bool, str]]:
+    """Which triggers are on, and why (a trigger without credentials stays off)."""
+    return {
+        "api": (
+            (True, "LOOPWRIGHT_API_TOKEN is set")
+            if settings.api_token
+            else (False, "LOOPWRIGHT_API_TOKEN is not set")
+        ),
+    }
