@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from app.ledger import JobRow, RunRow
-from loops.events import Event, Listener, RunFinished, TurnFinished, TurnStarted
 from loops.checking import CheckResult
+from loops.events import Event, Listener, RunFinished, TurnFinished, TurnStarted
 from loops.jobs import RunStatus
-from loops.reporting import ReportKind, Reporter, RunReport
+from loops.reporting import Reporter, ReportKind, RunReport
 from loops.usage import Usage
 
 log = structlog.get_logger("app.reports")
@@ -49,10 +49,10 @@ class ReportHub:
             for i, q in enumerate(self._queues)
         ]
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (for at most `timeout` seconds), then stop."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Deliver what is queued (for at most `grace` seconds), then stop."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 for queue in self._queues:
                     await queue.join()
         for worker in self._workers:

@@ -180,9 +180,10 @@ class RunQueue:
             done = {"status": "cancelled", "ended_at": self.clock(), "reason": "cancelled"}
             if self._transition(run.id, ("queued",), done):
                 return "cancelled"
-        elif run.status == "running":
-            if self._transition(run.id, ("running",), {"cancel_requested": True}):
-                return "running"
+        elif run.status == "running" and self._transition(
+            run.id, ("running",), {"cancel_requested": True}
+        ):
+            return "running"
         raise RunStateError(f"run {run.id} is {self._require(run.id).status}; it cannot cancel")
 
     def cancel_requested(self, run_ids: Iterable[str]) -> set[str]:

@@ -150,7 +150,7 @@ async def test_cancel_request_from_anywhere_stops_a_running_tool_within_two_seco
         asked = time.monotonic()
         # Another process (the API, the CLI) only writes the request to the ledger.
         assert runner.queue.request_cancel(run_id) == "running"
-        (run,) = await wait_for(ledger, [run_id], {"cancelled"}, timeout=5)
+        await wait_for(ledger, [run_id], {"cancelled"}, timeout=5)
         took = time.monotonic() - asked
     finally:
         await executor.shutdown()
