@@ -30,3 +30,12 @@ def allow_model_requests(monkeypatch: pytest.MonkeyPatch) -> None:
 def _reset_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A PostgreSQL URL for this session, or None when no server can be had."""
+    from tests.support.postgres import throwaway_postgres
+
+    with throwaway_postgres() as url:
+        yield url

@@ -1,11 +1,9 @@
-"""The ledger on a real SQLite file, and on PostgreSQL when LOOPWRIGHT_TEST_POSTGRES_URL is set."""
+"""The ledger on a real SQLite file and on a real PostgreSQL server (see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -45,7 +43,6 @@ from loops.usage import Usage
 from loops.workflows import Workflow
 
 T = TypeVar("T")
-POSTGRES_URL = os.environ.get("LOOPWRIGHT_TEST_POSTGRES_URL")
 WORKFLOW_TEXT = "---\nname: fix-tests\nbrakes: {max_turns: 4}\n---\n{{ instruction }}\n"
 WORKFLOW = Workflow(
     name="fix-tests",
@@ -67,31 +64,6 @@ class Clock:
 
     def advance(self, seconds: float = 1.0) -> None:
         self.now += seconds
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'var' / 'ledger.db'}"
-    elif POSTGRES_URL is None:
-        pytest.skip("LOOPWRIGHT_TEST_POSTGRES_URL is not set")
-    else:
-        yield from _postgres_schema(POSTGRES_URL)
-
-
-def _postgres_schema(base: str) -> Iterator[str]:
-    """A fresh schema per test, made the connection's search path."""
-    schema = f"ledger_test_{secrets.token_hex(4)}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture
