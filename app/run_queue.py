@@ -146,11 +146,16 @@ class RunQueue:
                 recovered.append(run_id)
         return recovered
 
-    def recover(self, run: RunRow) -> bool:
-        """Requeue one `running` run whose process the caller found gone."""
-        return self._recover(run.id, run.heartbeat_at)
+    def recover(self, run: RunRow, *, brakes: Brakes | None = None) -> bool:
+        """Requeue one `running` run that the caller has found to be gone (see `recover_stale`).
 
-    def _recover(self, run_id: str, beat: float | None) -> bool:
+        The heartbeat in `run` is the one the caller judged by: if the run has beaten since, it
+        is alive after all and nothing changes. Returns whether this call requeued it.
+        """
+        extra = {} if brakes is None else {"brakes": brakes_to_dict(brakes)}
+        return self._recover(run.id, run.heartbeat_at, **extra)
+
+    def _recover(self, run_id: str, beat: float | None, **extra: Any) -> bool:
         # The heartbeat in the WHERE clause makes this a compare-and-set: if the owner beat in
         # the meantime, or another process recovered it first, nothing changes.
         values = {
@@ -159,6 +164,7 @@ class RunQueue:
             "owner": None,
             "pid": None,
             "reason": "interrupted: its process is gone",
+            **extra,
         }
         condition = runs.c.heartbeat_at.is_(None) if beat is None else runs.c.heartbeat_at == beat
         query = (
