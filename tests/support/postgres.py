@@ -53,9 +53,12 @@ def throwaway_postgres() -> Iterator[str | None]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
     port = _port()
-    run = lambda *cmd: subprocess.run(  # noqa: E731
-        _as_postgres([str(bindir / cmd[0]), *cmd[1:]]), check=True, capture_output=True
-    )
+
+    def run(*cmd: str) -> None:
+        subprocess.run(
+            _as_postgres([str(bindir / cmd[0]), *cmd[1:]]), check=True, capture_output=True
+        )
+
     try:
         run("initdb", "-D", str(data), "-U", "loopwright", "--auth=trust", "-E", "UTF8")
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
