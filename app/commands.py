@@ -55,6 +55,7 @@ def _ledger(settings: Settings) -> Ledger:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import structlog
     import uvicorn
 
     from app.service import create_app
@@ -63,6 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     app = create_app(settings)
+    structlog.get_logger("app.service").info("service_listening", url=f"http://{host}:{port}")
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the lifespan drains the executor.
     uvicorn.run(
         app,
