@@ -1,4 +1,5 @@
-"""Run the benchmarks: `python -m tests.benchmarks [NAME ...]` (names: engine, cli).
+"""Run the benchmarks: `python -m tests.benchmarks [NAME ...]` (names: engine, cli, intake,
+concurrency).
 
 Prints one table and writes the rows to `var/bench/latest.json`. The exit status is 0 whatever
 the timings: benchmarks report, they do not gate.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from tests.benchmarks.report import Row, format_table, write_json
 
-BENCHMARKS = ("engine", "cli")
+BENCHMARKS = ("engine", "cli", "intake", "concurrency")
 OUTPUT = Path("var") / "bench" / "latest.json"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ class Row:
 
 def median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of unsorted `samples` (`fraction` 0.99 for p99)."""
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
 
 
 def format_value(value: float | str) -> str:

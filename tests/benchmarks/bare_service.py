@@ -1,0 +1,33 @@
+"""The intake benchmark's baseline: a FastAPI app whose `POST /api/jobs` answers 202 and stores
+nothing, served the way `loopwright serve` serves the real one (uvicorn, one worker, the same
+default loop and HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/api/jobs", status_code=202)
+    async def submit_job() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main(port: int) -> None:
+    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,265 @@
+"""Job intake: `POST /api/jobs` on the real service, next to a bare FastAPI endpoint.
+
+Both servers run as subprocesses the way `loopwright serve` runs (uvicorn, one worker, uvloop
+and httptools, no access log), and are loaded from a third process, `load_generator`, with 32
+keep-alive connections, each request with its own idempotency key. The real service does
+everything an accepted job costs: bearer check, body limit, validation, the workflow lookup,
+the durable SQLite insert (WAL, a commit per job) before the answer, the `api_job_created` log
+line, the metrics middleware and the executor's wake-up.
+
+The executor must not compete for the CPU while intake is measured, yet it must stay the real
+one. So the service gets a single run slot (`LOOPWRIGHT_MAX_CONCURRENT_RUNS=1`), and before the
+measurement one "blocker" job takes it: its model call goes to a local OpenAI-compatible server
+that holds the answer until the end. Every measured job is then queued and stays queued; the
+dispatcher still wakes on each one and finds no free slot, as in a busy service. The blocker's
+model call also pays litellm's one-time import (seconds) before anything is timed.
+
+Also here, since it starts the service anyway: seconds from spawning `loopwright serve` to its
+first 200 on `/healthz`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.ledger import Ledger
+from app.run_queue import RunQueue
+from tests.benchmarks.report import Row, median
+from tests.support.openai_server import Reply, ScriptedOpenAIServer
+from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
+
+NAME = "intake"
+CONCURRENCY = 32
+REQUESTS = 3000
+WARMUP = 200
+ROUNDS = 3  # interleaved service / bare rounds; each figure is the median over rounds
+STARTS = 5
+TARGET_RATIO = 0.5
+TARGET_START_SECONDS = 1.5
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+WORKFLOW_NAME = "bench-intake"
+WORKFLOW = f"""\
+---
+name: {WORKFLOW_NAME}
+workspace: none
+tools: []
+brakes: {{max_turns: 1, max_wall_seconds: 600}}
+exit: {{checks: ["true"]}}
+---
+{{{{ instruction }}}}
+"""
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, started: float) -> float:
+    """Seconds from `started` (monotonic) until `url/healthz` answers 200, polled every 10 ms."""
+    timeout = 60.0
+    with httpx.Client(timeout=0.5) as client:
+        while time.monotonic() - started < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited: {log.read_text()[-2000:]}")
+            try:
+                if client.get(f"{url}/healthz").status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+    raise RuntimeError(f"{proc.args!r} did not answer /healthz: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def _server(
+    argv: Sequence[str], env: dict[str, str], port: int, log: Path
+) -> Iterator[tuple[str, float]]:
+    """A server process listening on `port`: yields its URL and the seconds it took to answer."""
+    url = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield url, _wait_healthy(proc, url, log, started)
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _service_env(root: Path, model_url: str) -> dict[str, str]:
+    workflows = root / "workflows"
+    workflows.mkdir(exist_ok=True)
+    (workflows / f"{WORKFLOW_NAME}.md").write_text(WORKFLOW, encoding="utf-8")
+    env = service_env(root, workflows, model_url, free_port())
+    env["LOOPWRIGHT_MAX_CONCURRENT_RUNS"] = "1"
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return env
+
+
+def _serve(env: dict[str, str]) -> tuple[list[str], dict[str, str], int]:
+    return [LOOPWRIGHT, "serve"], env, int(env["LOOPWRIGHT_PORT"])
+
+
+def _start_seconds(env: dict[str, str], log: Path) -> list[float]:
+    """Spawn to first healthy answer, `STARTS` times, after one unmeasured start that creates
+    the ledger and warms the page cache (so every sample is a restart on an existing ledger)."""
+    samples = []
+    for attempt in range(STARTS + 1):
+        with _server(*_serve(env), log) as (_url, seconds):
+            if attempt:
+                samples.append(seconds)
+    return samples
+
+
+def _submit_blocker(url: str, model: ScriptedOpenAIServer) -> None:
+    job = {"workflow": WORKFLOW_NAME, "instruction": "Hold the slot.", "idempotency_key": "hold"}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    response = httpx.post(f"{url}/api/jobs", json=job, headers=headers, timeout=10)
+    if response.status_code != 202:
+        raise RuntimeError(f"blocker job refused: {response.status_code} {response.text}")
+    if not model.wait_for_requests(1, timeout=120):
+        raise RuntimeError("the blocker run never called the model")
+
+
+def _load(url: str, key_prefix: str) -> dict[str, Any]:
+    argv = [
+        PYTHON,
+        "-m",
+        "tests.benchmarks.load_generator",
+        f"{url}/api/jobs",
+        f"--token={TOKEN}",
+        f"--workflow={WORKFLOW_NAME}",
+        f"--key-prefix={key_prefix}",
+        f"--concurrency={CONCURRENCY}",
+        f"--requests={REQUESTS}",
+        f"--warmup={WARMUP}",
+    ]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _check_statuses(variant: str, result: dict[str, Any], expected: str) -> None:
+    if result["statuses"] != {expected: REQUESTS}:
+        raise RuntimeError(f"{variant}: expected {REQUESTS} × {expected}, got {result['statuses']}")
+
+
+def _stored(env: dict[str, str]) -> dict[str, int]:
+    """Runs in the service's ledger by status, read once the service has stopped."""
+    ledger = Ledger(f"sqlite:///{Path(env['LOOPWRIGHT_DATA_DIR']) / 'loopwright.db'}")
+    try:
+        return RunQueue(ledger).counts()
+    finally:
+        ledger.close()
+
+
+def _check_stored(env: dict[str, str]) -> None:
+    """Every accepted job is in the ledger, and none of them ran meanwhile."""
+    counts = _stored(env)
+    accepted = ROUNDS * (REQUESTS + WARMUP)
+    if sum(counts.values()) != accepted + 1 or counts.get("queued", 0) < accepted:
+        raise RuntimeError(f"expected {accepted} queued runs and the blocker, found {counts}")
+
+
+def _measure(root: Path) -> tuple[list[float], dict[str, list[dict[str, Any]]]]:
+    gate = threading.Event()
+    results: dict[str, list[dict[str, Any]]] = {"service": [], "bare": []}
+    with ScriptedOpenAIServer([Reply(content="held", gate=gate)]) as model, ExitStack() as stack:
+        stack.callback(gate.set)  # after the servers stop: frees the model server's thread
+        env = _service_env(root, model.url)
+        starts = _start_seconds(env, root / "service.log")
+        url, _ = stack.enter_context(_server(*_serve(env), root / "service.log"))
+        port = free_port()
+        bare_argv = [PYTHON, "-m", "tests.benchmarks.bare_service", str(port)]
+        bare_url, _ = stack.enter_context(
+            _server(bare_argv, dict(os.environ), port, root / "bare.log")
+        )
+        _submit_blocker(url, model)
+        for number in range(ROUNDS):
+            service = _load(url, key_prefix=f"round{number}")
+            _check_statuses("service", service, "202")
+            bare = _load(bare_url, key_prefix=f"round{number}")
+            _check_statuses("bare", bare, "202")
+            results["service"].append(service)
+            results["bare"].append(bare)
+    _check_stored(env)
+    return starts, results
+
+
+def _stat(results: list[dict[str, Any]], key: str) -> float:
+    return median([float(r[key]) for r in results])
+
+
+def _load_rows(variant: str, results: list[dict[str, Any]], note: str) -> list[Row]:
+    label = f"{NAME} POST /api/jobs ×{CONCURRENCY}"
+    cpu = _stat(results, "client_cpu_per_s")
+    return [
+        Row(
+            benchmark=label,
+            variant=f"{variant} throughput",
+            value=_stat(results, "rps"),
+            unit="req/s",
+            note=f"{note}; load generator used {cpu:.2f} CPU-s/s",
+        ),
+        Row(benchmark=label, variant=f"{variant} p50", value=_stat(results, "p50_ms"), unit="ms"),
+        Row(
+            benchmark=label,
+            variant=f"{variant} p99",
+            value=_stat(results, "p99_ms"),
+            unit="ms",
+            note=f"max {_stat(results, 'max_ms'):.1f} ms",
+        ),
+    ]
+
+
+def _rows(starts: list[float], results: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    service_rps = _stat(results["service"], "rps")
+    ratio = service_rps / _stat(results["bare"], "rps")
+    start = median(starts)
+    counts = f"median of {ROUNDS} rounds of {REQUESTS} after {WARMUP} warm-up"
+    return [
+        Row(
+            benchmark=f"{NAME} start-up",
+            variant="loopwright serve: spawn → first 200 /healthz",
+            value=start,
+            unit="s",
+            note=f"target < {TARGET_START_SECONDS:g} s: "
+            f"{'met' if start < TARGET_START_SECONDS else 'MISSED'} (median of {STARTS})",
+        ),
+        *_load_rows("bare FastAPI 202", results["bare"], f"baseline, stores nothing; {counts}"),
+        *_load_rows("loopwright intake", results["service"], f"SQLite commit per job; {counts}"),
+        Row(
+            benchmark=f"{NAME} POST /api/jobs ×{CONCURRENCY}",
+            variant="intake ÷ bare throughput",
+            value=ratio,
+            unit="×",
+            note=f"target ≥ {TARGET_RATIO:g}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}",
+        ),
+    ]
+
+
+def run() -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="loopwright-bench-intake-") as tmp:
+        return _rows(*_measure(Path(tmp)))
