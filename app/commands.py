@@ -66,10 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     structlog.get_logger("app.service").info("service_listening", url=f"http://{host}:{port}")
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the lifespan drains the executor.
+    # The stdlib loop, not uvloop: uvloop spawns subprocesses on the loop thread (~7 ms each,
+    # measured), and every tool and check is a subprocess.
     uvicorn.run(
         app,
         host=host,
         port=port,
+        loop="asyncio",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
