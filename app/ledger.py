@@ -4,16 +4,8 @@ Any SQLAlchemy URL works; the service defaults to a SQLite file and PostgreSQL i
 several replicas. Every write is one short transaction (see `app.ledger_engine` for how SQLite
 is made to serialize writers).
 
-Errors:
-
-    LedgerError              the ledger refused a request (bad cursor, bad status, ...)
-    ├── StorageError         the database failed: unreachable, locked beyond the busy timeout,
-    │                        not migrated. Carries the driver's message
-    ├── UnknownRunError      a write names a run that does not exist
-    ├── AmbiguousRunError    a run id prefix matches several runs (carries the candidates)
-    └── DuplicateTurnError   the run already has a turn with that number
-
-SQLAlchemy and Alembic exceptions never leave this module unmapped.
+Errors are drawn in `app.ledger_errors` and re-exported here; SQLAlchemy and Alembic exceptions
+never leave this module unmapped.
 """
 
 from __future__ import annotations
@@ -21,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
@@ -35,7 +27,16 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.ledger_engine import WRITE_OPTION, alembic_config, create_engine
+from app.ledger_batch import NewJob, Stored, insert_jobs
+from app.ledger_engine import WRITE_OPTION, alembic_config, create_engine, write_lock
+from app.ledger_errors import (
+    AmbiguousRunError,
+    ConflictError,
+    DuplicateTurnError,
+    LedgerError,
+    StorageError,
+    UnknownRunError,
+)
 from app.ledger_rows import (
     JobRow,
     RunRow,
@@ -44,9 +45,6 @@ from app.ledger_rows import (
     decode_cursor,
     encode_cursor,
     job_row,
-    job_values,
-    new_id,
-    new_run_values,
     run_row,
     turn_record,
     turn_values,
@@ -64,6 +62,7 @@ __all__ = [
     "JobRow",
     "Ledger",
     "LedgerError",
+    "NewJob",
     "RunRow",
     "StorageError",
     "UnknownRunError",
@@ -79,34 +78,6 @@ TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(RUN_STATUSES) - ACTIVE_STATU
 _PG_MIGRATION_LOCK = 0x6C6F6F70  # any constant shared by every process migrating this database
 # Alembic installs its `context` proxy process-wide, so two threads must never migrate at once.
 _MIGRATION_THREAD_LOCK = threading.Lock()
-
-
-class LedgerError(Exception):
-    """Base of every error the ledger raises."""
-
-
-class StorageError(LedgerError):
-    pass
-
-
-class UnknownRunError(LedgerError):
-    pass
-
-
-class AmbiguousRunError(LedgerError):
-    def __init__(self, ref: str, candidates: list[str], *, more: bool = False) -> None:
-        self.ref = ref
-        self.candidates = tuple(candidates)
-        count = f"more than {len(candidates)}" if more else str(len(candidates))
-        super().__init__(f"run id prefix {ref!r} matches {count} runs: {', '.join(candidates)}")
-
-
-class DuplicateTurnError(LedgerError):
-    pass
-
-
-class ConflictError(StorageError):
-    """A write broke a unique or foreign key constraint; callers that expect it catch it."""
 
 
 class Ledger:
@@ -126,6 +97,7 @@ class Ledger:
             self._engine = create_engine(url)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open the ledger database: {exc}") from exc
+        self._write_lock = write_lock(self._engine)
 
     def __enter__(self) -> Ledger:
         return self
@@ -171,55 +143,48 @@ class Ledger:
         workflow: Workflow,
         brakes: Brakes | None = None,
         run_values: Mapping[str, object] | None = None,
-    ) -> tuple[JobRow, RunRow, bool]:
+    ) -> Stored:
         """Store a job and its first, queued run; or find them, if the idempotency key is known.
 
-        `run_values` overrides columns of the new run (a foreground run is inserted already
-        claimed, so no service sharing the database can pick it up first).
+        `brakes` and `run_values` are as in `NewJob`.
 
         Returns:
             the job, its first run, and whether they were created by this call.
         """
-        if job.workflow != workflow.name:
-            raise LedgerError(f"job names workflow {job.workflow!r}, given {workflow.name!r}")
-        frozen = workflow.brakes if brakes is None else brakes
+        request = NewJob(job=job, workflow=workflow, brakes=brakes, run_values=run_values or {})
+        return self.create_jobs([request])[0]
+
+    def create_jobs(self, requests: Sequence[NewJob]) -> list[Stored]:
+        """Store many jobs in one transaction (one commit); results in the order of `requests`.
+
+        Idempotency keys behave exactly as in `create_job`, within the batch as well: a repeated
+        key is stored once, and the later requests get its job and run with `created=False`.
+        """
+        for request in requests:
+            if request.job.workflow != request.workflow.name:
+                raise LedgerError(
+                    f"job names workflow {request.job.workflow!r}, given {request.workflow.name!r}"
+                )
+        if not requests:
+            return []
         for _attempt in range(3):
             try:
-                return self._insert_job(job, workflow, frozen, run_values or {})
+                with self.transaction(write=True) as conn:
+                    return insert_jobs(conn, requests, self._clock)
             except ConflictError:
-                # Another process inserted the same key between our check and our insert.
-                if job.idempotency_key is None:
-                    continue
-                with self.transaction(write=False) as conn:
-                    found = _job_by_key(conn, job.idempotency_key)
-                if found is not None:
-                    return (*found, False)
-        raise StorageError(f"could not store job with idempotency_key {job.idempotency_key!r}")
+                # Another process inserted one of the keys between our lookup and our insert
+                # (PostgreSQL; SQLite's write lock covers both). The retry's lookup finds it.
+                continue
+        raise StorageError(f"could not store {len(requests)} job(s): conflicting writers")
 
-    def _insert_job(
-        self, job: LoopJob, workflow: Workflow, brakes: Brakes, overrides: Mapping[str, object]
-    ) -> tuple[JobRow, RunRow, bool]:
-        now = self._clock()
-        job_id = new_id()
-        job_fields = {
-            "id": job_id,
-            **job_values(job),
-            "workflow_source": workflow.source,
-            "workflow_path": workflow.path,
-            "created_at": now,
-        }
-        run_fields = {
-            **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
-            **overrides,
-        }
-        with self.transaction(write=True) as conn:
-            if job.idempotency_key is not None:
-                found = _job_by_key(conn, job.idempotency_key)
-                if found is not None:
-                    return (*found, False)
-            conn.execute(sa.insert(jobs).values(**job_fields))
-            conn.execute(sa.insert(runs).values(**run_fields))
-        return job_row(job_fields), run_row(run_fields), True
+    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        """The jobs with these ids, by id (missing ones are left out)."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        with self.transaction(write=False) as conn:
+            rows = conn.execute(_JOBS_BY_ID, {"ids": ids}).mappings().all()
+        return {row["id"]: job_row(row) for row in rows}
 
     def get_job(self, job_id: str) -> JobRow | None:
         with self.transaction(write=False) as conn:
@@ -332,8 +297,7 @@ class Ledger:
             extra = conn.execute(query).scalar_one_or_none()
             if extra is None:
                 raise UnknownRunError(f"no run {run_id!r}")
-            merged = {**extra, **values}
-            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(extra=merged))
+            conn.execute(_UPDATE_RUN, {"target_id": run_id, "extra": {**extra, **values}})
 
     async def turn_completed(self, record: TurnRecord) -> None:
         """Store the turn and add it to its run's totals, in one transaction.
@@ -351,14 +315,14 @@ class Ledger:
         if record.number < 1:
             raise LedgerError(f"turn numbers start at 1 (got {record.number})")
         usage = record.usage
-        # Updating the run first locks its row, so concurrent writers of one turn queue up.
         totals = {
+            "target_id": record.run_id,
+            "add_input_tokens": usage.input_tokens,
+            "add_output_tokens": usage.output_tokens,
+            "add_cost_usd": usage.cost_usd,
+            "add_model_calls": usage.model_calls,
+            "add_tool_calls": usage.tool_calls,
             "turns_done": record.number,
-            "input_tokens": runs.c.input_tokens + usage.input_tokens,
-            "output_tokens": runs.c.output_tokens + usage.output_tokens,
-            "cost_usd": runs.c.cost_usd + usage.cost_usd,
-            "model_calls": runs.c.model_calls + usage.model_calls,
-            "tool_calls": runs.c.tool_calls + usage.tool_calls,
             "elapsed_s": record.elapsed_s,
             "consecutive_passes": record.consecutive_passes,
             "last_findings": record.findings,
@@ -366,24 +330,29 @@ class Ledger:
         }
         try:
             with self.transaction(write=True) as conn:
-                _require_run(conn.execute(_run_update(record.run_id, totals)), record.run_id)
-                conn.execute(sa.insert(turns).values(**turn_values(record)))
+                # Updating the run first locks its row, so concurrent writers of one turn queue.
+                _require_run(conn.execute(_ADD_TURN, totals), record.run_id)
+                conn.execute(_INSERT_TURN, turn_values(record))
         except ConflictError as exc:
             raise DuplicateTurnError(
                 f"run {record.run_id!r} already has turn {record.number}"
             ) from exc
 
     def _update_run(self, run_id: str, **values: Any) -> None:
+        """Set plain column values (no SQL expressions) of one run."""
         with self.transaction(write=True) as conn:
-            _require_run(conn.execute(_run_update(run_id, values)), run_id)
+            _require_run(conn.execute(_UPDATE_RUN, {"target_id": run_id, **values}), run_id)
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
+                if not write:
+                    with conn.begin():
+                        yield conn
+                    return
+                conn.execution_options(**{WRITE_OPTION: True})
+                with self._write_lock, conn.begin():
                     yield conn
         except IntegrityError as exc:
             raise ConflictError(_describe(exc)) from exc
@@ -391,29 +360,22 @@ class Ledger:
             raise StorageError(_describe(exc)) from exc
 
 
-def _run_update(run_id: str, values: dict[str, Any]) -> sa.Update:
-    return sa.update(runs).where(runs.c.id == run_id).values(**values)
+# Built once and executed with parameters: SQLAlchemy compiles each statement once per set of
+# columns given. `_UPDATE_RUN` sets whichever columns the parameters name.
+_UPDATE_RUN = sa.update(runs).where(runs.c.id == sa.bindparam("target_id"))
+_ADD_TURN = _UPDATE_RUN.values(
+    {
+        name: runs.c[name] + sa.bindparam(f"add_{name}")
+        for name in ("input_tokens", "output_tokens", "cost_usd", "model_calls", "tool_calls")
+    }
+)
+_INSERT_TURN = sa.insert(turns)
+_JOBS_BY_ID = sa.select(jobs).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def _require_run(result: sa.CursorResult[Any], run_id: str) -> None:
     if result.rowcount == 0:
         raise UnknownRunError(f"no run {run_id!r}")
-
-
-def _job_by_key(conn: Connection, key: str) -> tuple[JobRow, RunRow] | None:
-    job = conn.execute(sa.select(jobs).where(jobs.c.idempotency_key == key)).mappings().first()
-    if job is None:
-        return None
-    first_run = (
-        sa.select(runs)
-        .where(runs.c.job_id == job["id"])
-        .order_by(runs.c.created_at, runs.c.id)
-        .limit(1)
-    )
-    run = conn.execute(first_run).mappings().first()
-    if run is None:
-        raise StorageError(f"job {job['id']!r} has no run")
-    return job_row(job), run_row(run)
 
 
 def _describe(exc: SQLAlchemyError) -> str:

@@ -5,10 +5,19 @@ SELECT or DDL, so reads would not be repeatable and migrations would not be atom
 transaction begins explicitly, and a write begins with `BEGIN IMMEDIATE`: it takes the write
 lock up front (waiting up to the busy timeout), so a transaction that reads before it writes
 never fails halfway because another writer got in between. WAL lets readers go on meanwhile.
+
+Writers within one process also queue on a lock per database file (`write_lock`) before they
+BEGIN: SQLite's busy handler polls with growing sleeps, so threads that meet at `BEGIN IMMEDIATE`
+wait several milliseconds (and, under load, seconds) after the lock is free, while the
+in-process lock hands it over at once. The busy timeout still covers other processes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,28 @@ def create_engine(url: str) -> Engine:
     return _create_sqlite_engine(parsed)
 
 
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """What a write transaction on `engine` holds from before BEGIN until after COMMIT.
+
+    SQLite: a lock shared by every engine on the same file in this process (re-entrant, so a
+    nested write fails by the busy timeout as it would without it, rather than hanging).
+    PostgreSQL locks rows, not the database, so there it is a no-op.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return contextlib.nullcontext()
+    database = url.database or ""
+    if _in_memory(url):
+        return threading.RLock()  # its own database: nothing else can write to it
+    key = database if url.query.get("uri") else os.path.realpath(database)
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -38,9 +69,8 @@ def alembic_config() -> Config:
 
 def _create_sqlite_engine(url: sa.URL) -> Engine:
     database = url.database or ""
-    in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     options: dict[str, Any] = {}
-    if in_memory:
+    if _in_memory(url):
         # One shared connection: each new connection would otherwise be a new, empty database.
         options["poolclass"] = sa.StaticPool
     elif not url.query.get("uri"):
@@ -53,6 +83,10 @@ def _create_sqlite_engine(url: sa.URL) -> Engine:
     sa.event.listen(engine, "connect", _on_sqlite_connect)
     sa.event.listen(engine, "begin", _on_sqlite_begin)
     return engine
+
+
+def _in_memory(url: sa.URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

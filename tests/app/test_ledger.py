@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-import app.ledger
+import app.ledger_batch
 from app.ledger import (
     AmbiguousRunError,
     DuplicateTurnError,
@@ -329,7 +329,7 @@ def test_list_runs_refuses_a_cursor_it_did_not_make(ledger: Ledger) -> None:
 
 def test_find_run_by_id_or_unique_prefix(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = iter(["job00001", "abcd1111", "job00002", "abcd2222", "job00003", "abef3333"])
-    monkeypatch.setattr(app.ledger, "new_id", lambda: next(ids))
+    monkeypatch.setattr(app.ledger_batch, "new_id", lambda: next(ids))
     for _ in range(3):
         ledger.create_job(job(), workflow=WORKFLOW)
 

@@ -1,0 +1,121 @@
+"""Storing new jobs in batches: many jobs and their first runs in one write transaction.
+
+Idempotency keys stay exact within a batch: a key already in the database returns the stored
+job and its first run; a key repeated within the batch is stored once, and every later request
+with it gets the first one's job and run, as `created=False`. Statements are built once and
+executed with parameters, so SQLAlchemy compiles each of them once per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from app.ledger_errors import StorageError
+from app.ledger_rows import JobRow, RunRow, job_row, job_values, new_id, new_run_values, run_row
+from app.ledger_schema import jobs, runs
+from loops.brakes import Brakes
+from loops.jobs import LoopJob
+from loops.workflows import Workflow
+
+Stored = tuple[JobRow, RunRow, bool]
+"""A job, its first run, and whether this request created them."""
+
+_INSERT_JOBS = sa.insert(jobs)
+_INSERT_RUNS = sa.insert(runs)
+_JOBS_BY_KEY = sa.select(jobs).where(
+    jobs.c.idempotency_key.in_(sa.bindparam("keys", expanding=True))
+)
+_RUNS_OF_JOBS = (
+    sa.select(runs)
+    .where(runs.c.job_id.in_(sa.bindparam("job_ids", expanding=True)))
+    .order_by(runs.c.created_at, runs.c.id)
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    """A job to store with its first, queued run.
+
+    Attributes:
+        brakes: the limits to freeze on the run; None takes the workflow's.
+        run_values: columns of the new run to override (a foreground run is inserted already
+            claimed, so no service sharing the database can pick it up first).
+    """
+
+    job: LoopJob
+    workflow: Workflow
+    brakes: Brakes | None = None
+    run_values: Mapping[str, object] = field(default_factory=dict)
+
+
+def insert_jobs(
+    conn: Connection, requests: Sequence[NewJob], clock: Callable[[], float]
+) -> list[Stored]:
+    """Store `requests` within the caller's write transaction; results in request order.
+
+    A concurrent writer may commit one of the keys between the lookup and the insert; the
+    insert then raises `IntegrityError`, and the caller retries the batch, whose lookup finds it.
+    """
+    keys = {r.job.idempotency_key for r in requests if r.job.idempotency_key is not None}
+    known = stored_by_keys(conn, keys)
+    results: list[Stored] = []
+    new_jobs: list[dict[str, Any]] = []
+    new_runs: list[dict[str, Any]] = []
+    for request in requests:
+        key = request.job.idempotency_key
+        if key is not None and key in known:
+            results.append((*known[key], False))
+            continue
+        job_fields, run_fields = _fields(request, clock())
+        new_jobs.append(job_fields)
+        new_runs.append(run_fields)
+        stored = job_row(job_fields), run_row(run_fields)
+        if key is not None:
+            known[key] = stored
+        results.append((*stored, True))
+    if new_jobs:
+        conn.execute(_INSERT_JOBS, new_jobs)
+        conn.execute(_INSERT_RUNS, new_runs)
+    return results
+
+
+def stored_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, tuple[JobRow, RunRow]]:
+    """The jobs stored under any of `keys`, each with its first run."""
+    if not keys:
+        return {}
+    found = conn.execute(_JOBS_BY_KEY, {"keys": list(keys)}).mappings().all()
+    if not found:
+        return {}
+    first_runs: dict[str, RunRow] = {}
+    for row in conn.execute(_RUNS_OF_JOBS, {"job_ids": [j["id"] for j in found]}).mappings():
+        first_runs.setdefault(row["job_id"], run_row(row))
+    stored = {}
+    for job in found:
+        run = first_runs.get(job["id"])
+        if run is None:
+            raise StorageError(f"job {job['id']!r} has no run")
+        stored[job["idempotency_key"]] = (job_row(job), run)
+    return stored
+
+
+def _fields(request: NewJob, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    job, workflow = request.job, request.workflow
+    job_id = new_id()
+    job_fields = {
+        "id": job_id,
+        **job_values(job),
+        "workflow_source": workflow.source,
+        "workflow_path": workflow.path,
+        "created_at": now,
+    }
+    brakes = workflow.brakes if request.brakes is None else request.brakes
+    run_fields = {
+        **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
+        **request.run_values,
+    }
+    return job_fields, run_fields
