@@ -141,3 +141,21 @@ turns = sa.Table(
     _count("consecutive_passes"),
     sa.Column("interrupted", sa.Text, nullable=True),
 )
+
+# Added by 0003: webhook deliveries, kept so a redelivery (also after a restart) is recognised
+# and so a delivery stored before a crash is still processed after it.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("payload", _json(), nullable=False),
+    _seconds("received_at", nullable=False),
+    _seconds("processed_at"),
+    sa.Column("outcome", sa.Text, nullable=False, server_default=""),
+    _count("attempts"),
+    # Leased until then by the process working on it, or held back until a retry is due.
+    _seconds("not_before"),
+    sa.Index("ix_deliveries_processed_at_received_at", "processed_at", "received_at"),
+)
