@@ -1,9 +1,11 @@
 """The in-process executor: runs queued runs, a global limit and one run per concurrency key.
 
-One dispatcher task claims queued runs in arrival order while slots are free; each claimed run
-is an asyncio task. A watch task heartbeats the runs this process owns, turns cancel requests
-into task cancellation (the engine kills any running tool or check process group), and
-periodically requeues runs whose process is gone, whoever owned them.
+One dispatcher task claims queued runs in arrival order while slots are free, as many as there
+are free slots at a time (one worker-thread hop claims them and reads their jobs); each claimed
+run is an asyncio task, handed its run and job as claimed. A watch task heartbeats the runs
+this process owns, turns cancel requests into task cancellation (the engine kills any running
+tool or check process group), and periodically requeues runs whose process is gone, whoever
+owned them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from app.ledger import RunRow
+from app.ledger import JobRow, RunRow
 from app.metrics import Metrics
 from app.reports import ReportHub
 from app.run_queue import Claim, RunQueue
@@ -67,7 +69,8 @@ class Executor:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._accepting = True
-        self._loops: list[asyncio.Task[None]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def slots_in_use(self) -> int:
@@ -77,10 +80,8 @@ class Executor:
         recovered = await self._recover()
         if recovered:
             log.info("runs_recovered", runs=recovered)
-        self._loops = [
-            asyncio.create_task(self._dispatch_forever(), name="executor-dispatch"),
-            asyncio.create_task(self._watch_forever(), name="executor-watch"),
-        ]
+        self._dispatcher = asyncio.create_task(self._dispatch_forever(), name="executor-dispatch")
+        self._watcher = asyncio.create_task(self._watch_forever(), name="executor-watch")
         self.wake()
 
     def wake(self) -> None:
@@ -98,8 +99,13 @@ class Executor:
         """Stop taking work; in-flight runs stop at their next step, within a bounded time."""
         self._accepting = False
         self._stop.set()
-        for loop in self._loops:
-            loop.cancel()
+        # The dispatcher is not cancelled but woken: it finishes a claim in progress and hands
+        # back what it got (a cancelled claim would leave runs `running` with nobody on them).
+        self.wake()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._dispatcher is not None:
+            await self._dispatcher
         running = list(self.tasks.values())
         if running:
             log.info("executor_draining", runs=len(running))
@@ -108,16 +114,18 @@ class Executor:
                 task.cancel()  # the engine records the partial turn and requeues the run
             if pending:
                 await asyncio.wait(pending, timeout=5)
-        for loop in self._loops:
+        if self._watcher is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await loop
+                await self._watcher
 
     async def _dispatch_forever(self) -> None:
-        while self._accepting:
+        while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll_seconds):
                     await self._wake.wait()
             self._wake.clear()
+            if not self._accepting:
+                return
             try:
                 await self._fill()
             except Exception:
@@ -128,28 +136,33 @@ class Executor:
         if free <= 0:
             return
         busy = {k for k in self.keys.values() if k}
-        candidates = await asyncio.to_thread(
-            self.queue.next_queued, limit=free + len(busy) + 8, skip_keys=busy
-        )
-        for run in candidates:
-            if len(self.tasks) >= self.config.max_concurrent_runs or not self._accepting:
-                return
-            if run.concurrency_key and run.concurrency_key in busy:
-                continue  # an earlier queued run with this key goes first
-            if await asyncio.to_thread(self.queue.claim, run.id, self.claim_as):
-                self._launch(run)
-            if run.concurrency_key:
-                busy.add(run.concurrency_key)
+        claimed = await asyncio.to_thread(self._claim, free, busy)
+        if not self._accepting:
+            await asyncio.to_thread(self._hand_back, [run for run, _ in claimed])
+            return
+        for run, job in claimed:
+            self._launch(run, job)
 
-    def _launch(self, run: RunRow) -> None:
+    def _claim(self, limit: int, busy: set[str]) -> list[tuple[RunRow, JobRow | None]]:
+        runs = self.queue.claim_next(self.claim_as, limit=limit, skip_keys=busy)
+        jobs = self.runner.ledger.get_jobs({run.job_id for run in runs})
+        return [(run, jobs.get(run.job_id)) for run in runs]
+
+    def _hand_back(self, runs: list[RunRow]) -> None:
+        for run in runs:
+            self.queue.requeue(run.id, reason="interrupted: the service is stopping")
+
+    def _launch(self, run: RunRow, job: JobRow | None) -> None:
         self.keys[run.id] = run.concurrency_key
-        task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
+        task = asyncio.create_task(self._execute(run, job), name=f"run-{run.id}")
         self.tasks[run.id] = task
 
-    async def _execute(self, run: RunRow) -> Outcome | None:
+    async def _execute(self, run: RunRow, job: JobRow | None) -> Outcome | None:
         try:
-            listeners = await self._listeners(run)
-            return await self.runner.run(run.id, listeners=listeners, stop=self._stop)
+            listeners = self._listeners(run, job)
+            return await self.runner.run(
+                run.id, listeners=listeners, stop=self._stop, run=run, job=job
+            )
         except Exception:
             log.exception("run_failed_to_execute", run_id=run.id)
             await asyncio.to_thread(
@@ -165,12 +178,11 @@ class Executor:
             self._cancelled.discard(run.id)
             self.wake()
 
-    async def _listeners(self, run: RunRow) -> tuple[Listener, ...]:
+    def _listeners(self, run: RunRow, job: JobRow | None) -> tuple[Listener, ...]:
         listeners: tuple[Listener, ...] = (self.metrics.listener(),) if self.metrics else ()
-        if self.reports is None:
+        if self.reports is None or job is None:
             return listeners
-        job = await asyncio.to_thread(self.runner.ledger.get_job, run.job_id)
-        return listeners if job is None else (*listeners, *self.reports.listeners_for(run, job))
+        return (*listeners, *self.reports.listeners_for(run, job))
 
     def _cancel_task(self, run_id: str, task: asyncio.Task[Outcome | None]) -> None:
         # Once only: a second cancel could interrupt the engine while it records the outcome.

@@ -81,7 +81,33 @@ class RunQueue:
 
     def claim(self, run_id: str, claim: Claim) -> bool:
         """queued → running for this process; False if another process (or key) got there."""
-        return self._transition(run_id, ("queued",), self._claimed(claim))
+        return run_id in self._claim_all([run_id], claim)
+
+    def claim_next(
+        self, claim: Claim, *, limit: int, skip_keys: Iterable[str] = ()
+    ) -> list[RunRow]:
+        """Claim up to `limit` queued runs in arrival order, as they are once claimed.
+
+        At most one run per concurrency key, and none whose key is in `skip_keys` (an earlier
+        queued run with a key goes first). Runs without a key are claimed by one UPDATE; keyed
+        ones one at a time, since another process may be running their key.
+        """
+        busy = set(skip_keys)
+        chosen: list[RunRow] = []
+        for run in self.next_queued(limit=limit + len(busy) + 8, skip_keys=busy):
+            if len(chosen) >= limit:
+                break
+            if run.concurrency_key is None:
+                chosen.append(run)
+            elif run.concurrency_key not in busy:
+                busy.add(run.concurrency_key)
+                chosen.append(run)
+        free = [r.id for r in chosen if r.concurrency_key is None]
+        claimed = self._claim_all(free, claim) if free else {}
+        for run in chosen:
+            if run.concurrency_key is not None:
+                claimed.update(self._claim_all([run.id], claim))
+        return [claimed[r.id] for r in chosen if r.id in claimed]
 
     def _claimed(self, claim: Claim) -> dict[str, Any]:
         now = self.clock()
@@ -98,6 +124,15 @@ class RunQueue:
             "reason": "",
             "cancel_requested": False,
         }
+
+    def _claim_all(self, run_ids: list[str], claim: Claim) -> dict[str, RunRow]:
+        params = {"ids": run_ids, "owner": claim.owner, "pid": claim.pid, "host": claim.host}
+        try:
+            with self.ledger.transaction(write=True) as conn:
+                rows = conn.execute(_CLAIM, {**params, "now": self.clock()}).mappings().all()
+        except ConflictError:
+            return {}  # another run with this concurrency key is already running
+        return {row["id"]: run_row(row) for row in rows}
 
     def requeue(self, run_id: str, *, reason: str) -> bool:
         """running → queued (interrupted by a shutdown): the next start picks it up again."""
@@ -231,6 +266,27 @@ class RunQueue:
         if run is None:
             raise RunStateError(f"no run {run_id!r}")
         return run
+
+
+# Compare-and-set: only runs still queued change, and RETURNING says which ones this call got.
+_CLAIM = (
+    sa.update(runs)
+    .where(runs.c.id.in_(sa.bindparam("ids", expanding=True)), runs.c.status == "queued")
+    .values(
+        status="running",
+        owner=sa.bindparam("owner"),
+        pid=sa.bindparam("pid"),
+        host=sa.bindparam("host"),
+        started_at=sa.func.coalesce(runs.c.started_at, sa.bindparam("now")),
+        heartbeat_at=sa.bindparam("now"),
+        attempts=runs.c.attempts + 1,
+        ended_at=None,
+        brake=None,
+        reason="",
+        cancel_requested=False,
+    )
+    .returning(*runs.c)
+)
 
 
 def _names(statuses: Iterable[str]) -> str:

@@ -7,6 +7,7 @@ Used by the CLI (`run`, `runs resume`) and, later, by the service's executor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from loops.events import Listener, Outcome
 from loops.jobs import LoopJob
 from loops.model import ModelPort
 from loops.processes import scrubbed_env
+from loops.records import TurnRecord
 from loops.tools import Toolbox
 from loops.workflow_files import parse_workflow
 from loops.workflows import Workflow
@@ -71,14 +73,23 @@ class Runner:
         *,
         listeners: tuple[Listener, ...] = (),
         stop: asyncio.Event | None = None,
+        run: RunRow | None = None,
+        job: JobRow | None = None,
     ) -> Outcome:
         """Run a claimed run (status `running`, owned by this process) until it ends.
 
         The outcome is recorded: a run interrupted by a shutdown goes back to `queued`.
+
+        Args:
+            run: the run as claimed, if the caller has it (else it is read by `run_id`).
+            job: the run's job, likewise.
         """
-        run = await asyncio.to_thread(self._require_run, run_id)
-        job = await asyncio.to_thread(self.ledger.get_job, run.job_id)
-        assert job is not None, f"run {run_id!r} has no job"
+        claimed = (
+            (run, job)
+            if run is not None and job is not None
+            else await asyncio.to_thread(self._load, run_id, run)
+        )
+        run, job = claimed
         structlog.contextvars.bind_contextvars(run_id=run.id, job_id=job.id)
         try:
             outcome = await self._execute(run, job, listeners, stop)
@@ -95,16 +106,29 @@ class Runner:
         stop: asyncio.Event | None,
     ) -> Outcome:
         try:
-            workflow = parse_workflow(job.workflow_source, job.workflow_path)
+            workflow = frozen_workflow(job.workflow_source, job.workflow_path)
             workspace = self._workspace(run, job, workflow)
         except (WorkflowError, WorkspaceError) as exc:
             log.warning("run_not_startable", reason=str(exc))
             return _failed(run, f"cannot start: {exc}")
-        await asyncio.to_thread(self.ledger.set_workdir, run.id, str(workspace.root))
         deps = self._deps(run, job, workflow, workspace, listeners, stop)
         log.info("loop_started", workflow=workflow.name, model=deps.model_name)
-        turns = await asyncio.to_thread(self.ledger.turns, run.id)
+        turns = await self._prepare(run, str(workspace.root))
         return await run_loop(deps, RunState.from_turns(turns))
+
+    async def _prepare(self, run: RunRow, workdir: str) -> list[TurnRecord]:
+        """Record the workspace and read back earlier turns; a fresh run that already has its
+        workdir recorded needs neither, so no worker thread at all."""
+        if run.workdir == workdir and run.turns_done == 0:
+            return []
+
+        def prepare() -> list[TurnRecord]:
+            if run.workdir != workdir:
+                self.ledger.set_workdir(run.id, workdir)
+            # Every stored turn sets `turns_done`, so a run at 0 has none to read.
+            return self.ledger.turns(run.id) if run.turns_done else []
+
+        return await asyncio.to_thread(prepare)
 
     def _record(self, run_id: str, outcome: Outcome) -> None:
         if outcome.status == "queued":
@@ -114,11 +138,14 @@ class Runner:
                 run_id, status=outcome.status, reason=outcome.reason, brake=outcome.brake
             )
 
-    def _require_run(self, run_id: str) -> RunRow:
-        run = self.ledger.find_run(run_id)
+    def _load(self, run_id: str, run: RunRow | None) -> tuple[RunRow, JobRow]:
         if run is None:
-            raise LookupError(f"no run {run_id!r}")
-        return run
+            run = self.ledger.find_run(run_id)
+            if run is None:
+                raise LookupError(f"no run {run_id!r}")
+        job = self.ledger.get_job(run.job_id)
+        assert job is not None, f"run {run_id!r} has no job"
+        return run, job
 
     def _workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Workspace:
         run_dir = self.run_dir(run.id)
@@ -180,6 +207,15 @@ class Runner:
             listeners=listeners,
             stop=stop,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def frozen_workflow(source: str, path: str) -> Workflow:
+    """A job's workflow, parsed once per distinct text (YAML and Jinja cost ~1.4 ms a parse).
+
+    Sharing one value between runs is safe: a `Workflow` is frozen.
+    """
+    return parse_workflow(source, path)
 
 
 def _failed(run: RunRow, reason: str) -> Outcome:

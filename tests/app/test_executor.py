@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import app.runner
 from app.executor import Executor, ExecutorConfig
 from app.ledger import Ledger
 from app.reports import ReportHub
 from app.run_queue import Claim
-from app.runner import Runner
+from app.runner import Runner, frozen_workflow
 from app.settings import Settings
 from loops.jobs import LoopJob
 from loops.model import ModelRequest, ModelResponse
@@ -107,6 +108,54 @@ async def test_global_limit_is_never_exceeded(tmp_path):
         await executor.shutdown()
     assert maker.peak == 2
     assert all(r.status == "passed" for r in runs)
+
+
+async def test_runs_get_their_claimed_rows_and_one_parse_of_their_workflow(tmp_path, monkeypatch):
+    runner, ledger = setup(tmp_path, Maker())
+    ids = [submit(runner, tmp_path, f"job {i}") for i in range(4)]
+    reads: list[str] = []
+    parses: list[str] = []
+    parse = app.runner.parse_workflow
+    monkeypatch.setattr(ledger, "get_job", lambda job_id: reads.append(job_id))
+    monkeypatch.setattr(ledger, "find_run", lambda run_id: reads.append(run_id))
+    monkeypatch.setattr(
+        app.runner, "parse_workflow", lambda text, path: parses.append(path) or parse(text, path)
+    )
+    frozen_workflow.cache_clear()
+    executor = Executor(runner=runner, config=FAST)
+    await executor.start()
+    try:
+        runs = await wait_for(ledger, ids, {"passed", "errored"})
+    finally:
+        await executor.shutdown()
+    assert [r.status for r in runs] == ["passed"] * 4, [r.reason for r in runs]
+    assert reads == []  # the claim read each run and its job; nothing read them again
+    assert parses == ["quick.md"]
+    assert {r.workdir for r in runs} == {str(tmp_path.resolve())}
+
+
+async def test_runs_claimed_while_shutting_down_go_back_to_the_queue(tmp_path, monkeypatch):
+    runner, ledger = setup(tmp_path, Maker())
+    run_id = submit(runner, tmp_path, "late")
+    executor = Executor(runner=runner, config=FAST)
+    claim_next = runner.queue.claim_next
+    stopping = []
+
+    def claim_during_shutdown(*args, **kwargs):
+        claimed = claim_next(*args, **kwargs)
+        stopping.append(asyncio.run_coroutine_threadsafe(executor.shutdown(), loop))
+        time.sleep(0.2)  # the shutdown has begun by the time the claim returns
+        return claimed
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(runner.queue, "claim_next", claim_during_shutdown)
+    await executor.start()
+    while not stopping:
+        await asyncio.sleep(0.01)
+    await asyncio.wrap_future(stopping[0])
+    run = ledger.get_run(run_id)
+    assert (run.status, run.reason) == ("queued", "interrupted: the service is stopping")
+    assert executor.tasks == {}
 
 
 async def test_one_run_per_concurrency_key_in_arrival_order(tmp_path):

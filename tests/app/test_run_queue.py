@@ -88,6 +88,28 @@ def test_queued_runs_come_in_arrival_order_skipping_busy_keys(queue: RunQueue) -
     assert [r.id for r in queue.next_queued(limit=10, skip_keys={"a"})] == [second, third]
 
 
+def test_claim_next_takes_runs_in_arrival_order_and_one_per_key(queue: RunQueue) -> None:
+    elsewhere = Claim(owner="there", pid=2, host="far")
+    running_c = submit(queue, key="c")
+    assert queue.claim(running_c, elsewhere)
+    a1, free1, a2, b1, free2, c1 = (submit(queue, key=k) for k in ("a", None, "a", "b", None, "c"))
+
+    claimed = queue.claim_next(HERE, limit=10, skip_keys={"b"})
+
+    assert [r.id for r in claimed] == [a1, free1, free2]  # a2 waits for a1; c runs elsewhere
+    assert claimed == [queue.ledger.get_run(r.id) for r in claimed]
+    assert {(r.status, r.owner, r.pid, r.attempts) for r in claimed} == {("running", "here", 1, 1)}
+    assert all(r.started_at is not None and r.heartbeat_at is not None for r in claimed)
+    assert [r.id for r in queue.claim_next(HERE, limit=10)] == [b1]
+    assert {r.id for r in queue.next_queued(limit=10)} == {a2, c1}
+
+
+def test_claim_next_claims_at_most_its_limit(queue: RunQueue) -> None:
+    ids = [submit(queue) for _ in range(3)]
+    assert [r.id for r in queue.claim_next(HERE, limit=2)] == ids[:2]
+    assert [r.id for r in queue.next_queued(limit=10)] == ids[2:]
+
+
 def test_a_stale_run_is_recovered_by_one_process_only(db_url: str, queue: RunQueue) -> None:
     run_id = submit(queue)
     assert queue.claim(run_id, Claim(owner="dead", pid=999_999, host="box"))
