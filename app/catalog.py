@@ -1,5 +1,9 @@
 """The service's workflows: loaded from the workflows directory, reloaded when files change.
 
+The directory is looked at (a glob and a stat per file) at most once per `recheck_seconds`, not
+on every lookup: an edit is in service within that time, and a lookup in between touches nothing
+but memory.
+
 An edit that breaks a workflow keeps the last good version of it in service (and logs why), so a
 typo in a file never takes a working command away.
 """
@@ -7,6 +11,8 @@ typo in a file never takes a working command away.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -21,26 +27,47 @@ Signature = tuple[tuple[str, float, int], ...]
 
 
 class WorkflowCatalog:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        recheck_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.directory = directory
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._checked_at: float | None = None
         self._lock = threading.Lock()
         self._signature: Signature | None = None
         self._workflows: dict[str, Workflow] = {}
         self.problems: list[WorkflowProblem] = []
 
     def get(self, name: str) -> Workflow | None:
-        return self.current().get(name)
+        return self._fresh().get(name)
 
     def names(self) -> list[str]:
         return sorted(self.current())
 
     def current(self) -> dict[str, Workflow]:
-        """The workflows now; re-reads the directory only when a file changed (a few stats)."""
-        signature = self._scan()
+        """The workflows now; re-reads the directory when a file changed, looking at most once
+        per `recheck_seconds`."""
+        return dict(self._fresh())
+
+    def _fresh(self) -> dict[str, Workflow]:
+        # The dict is replaced on reload, never changed in place, so it is safe to read unlocked.
         with self._lock:
-            if signature != self._signature:
-                self._reload(signature)
-            return dict(self._workflows)
+            if self.due():
+                self._checked_at = self._clock()
+                signature = self._scan()
+                if signature != self._signature:
+                    self._reload(signature)
+            return self._workflows
+
+    def due(self) -> bool:
+        """Whether the next lookup will look at the directory (and so touch the disk)."""
+        checked = self._checked_at
+        return checked is None or self._clock() - checked >= self.recheck_seconds
 
     def _scan(self) -> Signature:
         try:
