@@ -1,17 +1,19 @@
 """Prometheus metrics: runs by status, turns, tokens, cost, queue depth, executor slots, and
-request counters and latency histograms for every route (webhooks and API alike)."""
+request counters and latency histograms for every route (webhooks and API alike).
+
+The request metrics come from a plain ASGI middleware (`MetricsMiddleware`): Starlette's
+`BaseHTTPMiddleware` would run every request in a task group of its own.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loops.events import Event, RunFinished, TurnFinished
 
@@ -70,28 +72,43 @@ class Metrics:
         self.cost.inc(max(0.0, cost - seen["cost"]))
         seen.update(input=inp, output=out, cost=cost)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        route = _route_name(request)
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.latency.labels(route, method).observe(seconds)
+        self.requests.labels(route, method, str(status)).inc()
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request, labelled by route template, method and status."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        status = 500
+        status = 500  # unless a response starts: an exception becomes a 500 further out
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_counted)
         finally:
-            self.latency.labels(route, request.method).observe(time.perf_counter() - started)
-            self.requests.labels(route, request.method, str(status)).inc()
+            elapsed = time.perf_counter() - started
+            self.metrics.observe(_route_name(scope), scope["method"], status, elapsed)
 
 
-def _route_name(request: Request) -> str:
-    # The route template, not the raw path, keeps label cardinality bounded.
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+def _route_name(scope: Scope) -> str:
+    # The route template, not the raw path, keeps label cardinality bounded. The router puts
+    # the route it dispatched to into the (shared) scope; nothing matched leaves none.
+    route = scope.get("route")
+    return "unmatched" if route is None else str(getattr(route, "path", "other"))
 
 
 class _StateCollector(Collector):

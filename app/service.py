@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from app.catalog import WorkflowCatalog
 from app.executor import Executor, ExecutorConfig
 from app.ledger import Ledger
-from app.metrics import Metrics
+from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
 from app.run_queue import RunQueue
 from app.runner import Runner
@@ -69,7 +69,7 @@ def create_app(
         "checkers, and durable state.",
         lifespan=lifespan,
     )
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     from app.routes_api import api_router
     from app.routes_ops import ops_router
 
