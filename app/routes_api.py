@@ -2,7 +2,8 @@
 
 Every endpoint sits behind `GuardedRoute` (bearer token, body limit, refusal logs). Ledger calls
 are synchronous, so they run in worker threads; waking the executor and queueing reports happen
-back on the event loop, where those objects live.
+back on the event loop, where those objects live. Submitted jobs are stored by the service's
+`IntakeBatcher`, many to a transaction under load, each before its answer.
 """
 
 from __future__ import annotations
@@ -80,8 +81,11 @@ def _add_submit(router: APIRouter) -> None:
     )
     async def submit_job(body: JobRequest, request: Request, response: Response) -> JobAccepted:
         services = _services(request)
-        job, workflow = await asyncio.to_thread(_prepare_job, services, body)
-        job_row, run, created = await asyncio.to_thread(services.runner.submit, job, workflow)
+        if body.workdir is None and not services.catalog.due():
+            job, workflow = _prepare_job(services, body)  # memory only: no thread needed
+        else:
+            job, workflow = await asyncio.to_thread(_prepare_job, services, body)
+        job_row, run, created = await services.intake.submit(job, workflow)
         if created:
             log.info("api_job_created", job_id=job_row.id, run_id=run.id, workflow=run.workflow)
             services.executor.wake()

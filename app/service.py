@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from app.catalog import WorkflowCatalog
 from app.executor import Executor, ExecutorConfig
+from app.intake import IntakeBatcher
 from app.ledger import Ledger
 from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
@@ -36,6 +37,7 @@ class Services:
     settings: Settings
     ledger: Ledger
     queue: RunQueue
+    intake: IntakeBatcher
     catalog: WorkflowCatalog
     runner: Runner
     executor: Executor
@@ -106,10 +108,12 @@ async def _start(
     metrics.watch_state(
         lambda: (runner.queue.counts(), executor.slots_in_use, config.max_concurrent_runs)
     )
+    intake = IntakeBatcher(ledger)
     services = Services(
         settings=settings,
         ledger=ledger,
         queue=runner.queue,
+        intake=intake,
         catalog=catalog,
         runner=runner,
         executor=executor,
@@ -118,11 +122,13 @@ async def _start(
     )
     _log_start(services)
     await executor.start()
+    intake.start()
     return services
 
 
 async def _stop(services: Services) -> None:
     log.info("service_stopping")
+    await services.intake.stop()
     await services.executor.shutdown()
     await services.reports.stop()
     services.ledger.close()
