@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app.catalog import WorkflowCatalog
+from app.deliveries import DeliveryStore
 from app.executor import Executor, ExecutorConfig
+from app.github_client import GitHubClient
+from app.github_commands import CommandConfig
+from app.github_trigger import GitHubTrigger, TriggerParts, start_github_trigger, trigger_state
 from app.intake import IntakeBatcher
 from app.ledger import Ledger
 from app.metrics import Metrics, MetricsMiddleware
@@ -43,6 +47,10 @@ class Services:
     executor: Executor
     reports: ReportHub
     metrics: Metrics
+    deliveries: DeliveryStore
+    github: GitHubTrigger | None = None
+    triggers: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    """Which triggers are on in this process, and why (not)."""
 
 
 def create_app(
@@ -51,13 +59,24 @@ def create_app(
     model: ModelPort | None = None,
     reporters: dict[str, Reporter] | None = None,
     executor_config: ExecutorConfig | None = None,
+    github: GitHubClient | None = None,
+    github_config: CommandConfig | None = None,
 ) -> FastAPI:
-    """The service. `model` and `reporters` are for tests and embedding; defaults are real."""
+    """The service. `model`, `reporters` and `github` (a GitHub client used instead of one built
+    from the settings) are for tests and embedding; defaults are real."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await _start(settings, metrics, model, reporters or {}, executor_config)
+        services = await _start(
+            settings,
+            metrics,
+            model,
+            reporters or {},
+            executor_config,
+            github=github,
+            github_config=github_config,
+        )
         app.state.services = services
         try:
             yield
@@ -73,10 +92,12 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     from app.routes_api import api_router
+    from app.routes_github import github_router
     from app.routes_ops import ops_router
 
     app.include_router(ops_router())
     app.include_router(api_router())
+    app.include_router(github_router())
     return app
 
 
@@ -86,6 +107,9 @@ async def _start(
     model: ModelPort | None,
     reporters: dict[str, Reporter],
     executor_config: ExecutorConfig | None,
+    *,
+    github: GitHubClient | None = None,
+    github_config: CommandConfig | None = None,
 ) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(settings.ledger_url)
@@ -119,7 +143,21 @@ async def _start(
         executor=executor,
         reports=reports,
         metrics=metrics,
+        deliveries=DeliveryStore(ledger),
     )
+    parts = TriggerParts(
+        settings=settings,
+        deliveries=services.deliveries,
+        catalog=catalog,
+        runner=runner,
+        executor=executor,
+        reports=reports,
+    )
+    services.github, github_why = start_github_trigger(parts, client=github, config=github_config)
+    services.triggers = {
+        **trigger_states(settings),
+        "github": (services.github is not None, github_why),
+    }
     _log_start(services)
     await executor.start()
     intake.start()
@@ -128,6 +166,8 @@ async def _start(
 
 async def _stop(services: Services) -> None:
     log.info("service_stopping")
+    if services.github is not None:
+        await services.github.stop()
     await services.intake.stop()
     await services.executor.shutdown()
     await services.reports.stop()
@@ -146,7 +186,7 @@ def _log_start(services: Services) -> None:
         invalid_workflows=[str(p) for p in services.catalog.problems],
         max_concurrent_runs=services.executor.config.max_concurrent_runs,
     )
-    for name, (enabled, why) in trigger_states(settings).items():
+    for name, (enabled, why) in services.triggers.items():
         log.info("trigger_enabled" if enabled else "trigger_disabled", trigger=name, reason=why)
 
 
@@ -158,4 +198,5 @@ def trigger_states(settings: Settings) -> dict[str, tuple[bool, str]]:
             if settings.api_token
             else (False, "LOOPWRIGHT_API_TOKEN is not set")
         ),
+        "github": trigger_state(settings.github),
     }

@@ -1,0 +1,187 @@
+"""`POST /webhooks/github`: verify, store, answer. The GitHub API work happens afterwards.
+
+The raw body is read once, at most `MAX_WEBHOOK_BYTES` of it (GitHub's own cap on payloads),
+and its `X-Hub-Signature-256` checked before anything else reads it. A `ping` is answered at
+once. Every other delivery is stored in the ledger under `(X-GitHub-Hook-ID, X-GitHub-Delivery)`
+before the answer, so a redelivery (also after a restart) is recognised and starts nothing, and
+a stored delivery is processed even if the service stops right after answering. Deliveries that
+ask for nothing (other events and actions) are stored as processed, without their payload.
+
+Answers: 200 ping or duplicate; 202 accepted or ignored; 400 unreadable body, payload or
+headers; 401 signature; 413 too large; 415 content type; 503 trigger disabled or ledger down.
+Each refusal is logged as `webhook_rejected` with its reason, never with the body or secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.github_commands import SOURCE, GitHubCommandProcessor
+from app.ledger import StorageError
+from app.service import Services
+from triggers.github import (
+    SIGNATURE_HEADER,
+    CommentEvent,
+    Ignored,
+    PayloadError,
+    UnsupportedContentType,
+    decode_body,
+    delivery_key,
+    is_from_bot,
+    is_ping,
+    to_comment_event,
+    verify_signature,
+)
+
+log = structlog.get_logger("app.github")
+
+MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
+"""GitHub caps webhook payloads at 25 MB and does not deliver larger ones."""
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Verified:
+    event: str
+    payload: Mapping[str, object]
+
+
+def github_router() -> APIRouter:
+    router = APIRouter(tags=["webhooks"])
+
+    @router.post(
+        "/webhooks/github",
+        status_code=202,
+        summary="Receive a GitHub webhook delivery",
+        response_class=JSONResponse,
+    )
+    async def receive_github_webhook(request: Request) -> JSONResponse:
+        services: Services = request.app.state.services
+        try:
+            processor = _processor(services)
+            verified = await _verify(request, services)
+            if is_ping(verified.event):
+                log.info("webhook_ping_answered", hook_id=verified.payload.get("hook_id"))
+                return JSONResponse({"ping": "pong"}, status_code=200)
+            key = _delivery_key(request)
+            ignored = _ignored(verified, services.settings.github.bot_name)
+            return await _store(services, processor, key, verified, ignored)
+        except _Refused as refused:
+            log.warning(
+                "webhook_rejected",
+                status=refused.status,
+                reason=refused.reason,
+                github_event=request.headers.get("x-github-event"),
+                delivery=request.headers.get("x-github-delivery"),
+            )
+            return JSONResponse({"detail": refused.reason}, status_code=refused.status)
+
+    return router
+
+
+def _processor(services: Services) -> GitHubCommandProcessor:
+    if services.github is None:
+        _, why = services.triggers.get("github", (False, "it is off"))
+        raise _Refused(503, f"the GitHub trigger is disabled: {why}")
+    return services.github.processor
+
+
+async def _verify(request: Request, services: Services) -> _Verified:
+    body = await _read_body(request)
+    secret = services.settings.github.webhook_secret
+    reason = verify_signature(
+        body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value() if secret else ""
+    )
+    if reason is not None:
+        raise _Refused(401, reason)
+    event = request.headers.get("x-github-event", "").strip()
+    if not event:
+        raise _Refused(400, "missing X-GitHub-Event")
+    try:
+        payload = decode_body(request.headers.get("content-type"), body)
+    except UnsupportedContentType as exc:
+        raise _Refused(415, exc.reason) from exc
+    except PayloadError as exc:
+        raise _Refused(400, exc.reason) from exc
+    return _Verified(event=event, payload=payload)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The raw body, refused past `MAX_WEBHOOK_BYTES` whatever it declared (a chunked body
+    declares nothing)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+        raise _Refused(413, f"body of {int(declared)} bytes is over {MAX_WEBHOOK_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BYTES:
+            raise _Refused(413, f"body is over {MAX_WEBHOOK_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _delivery_key(request: Request) -> str:
+    key = delivery_key(request.headers)
+    if key is None:
+        raise _Refused(400, "missing or malformed X-GitHub-Delivery (or X-GitHub-Hook-ID)")
+    return key
+
+
+def _ignored(verified: _Verified, bot_name: str) -> str | None:
+    """Why the delivery asks for nothing (decided without I/O), or None when it may."""
+    try:
+        event = to_comment_event(verified.event, verified.payload)
+    except PayloadError as exc:
+        raise _Refused(400, exc.reason) from exc
+    if isinstance(event, Ignored):
+        return event.reason
+    return _from_bot(event, bot_name)
+
+
+def _from_bot(event: CommentEvent, bot_name: str) -> str | None:
+    if is_from_bot(event, bot_name=bot_name):
+        return f"comment by a bot ({event.author!r})"
+    return None
+
+
+async def _store(
+    services: Services,
+    processor: GitHubCommandProcessor,
+    key: str,
+    verified: _Verified,
+    ignored: str | None,
+) -> JSONResponse:
+    store = services.deliveries
+    # An ignored delivery is kept for its key alone: its payload (a push can be megabytes) is not.
+    payload = verified.payload if ignored is None else {}
+    outcome = None if ignored is None else f"ignored: {ignored}"
+    try:
+        stored = await asyncio.to_thread(
+            store.record, SOURCE, key, verified.event, payload, outcome=outcome
+        )
+    except StorageError as exc:
+        log.error("webhook_storage_failed", delivery=key, error=str(exc)[:300])
+        raise _Refused(503, "the ledger is unavailable; GitHub can redeliver later") from exc
+    if not stored:
+        log.info("webhook_duplicate_ignored", delivery=key, github_event=verified.event)
+        return JSONResponse({"duplicate": True}, status_code=200)
+    if ignored is not None:
+        log.info("webhook_ignored", delivery=key, github_event=verified.event, reason=ignored)
+        return JSONResponse({"ignored": ignored}, status_code=202)
+    log.info("webhook_accepted", delivery=key, github_event=verified.event)
+    processor.wake()
+    return JSONResponse({"accepted": True}, status_code=202)
