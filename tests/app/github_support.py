@@ -27,6 +27,7 @@ from app.ledger_schema import jobs
 from app.service import Services, create_app
 from app.settings import GitHubSettings, Settings
 from loops.model import ModelPort
+from loops.testing import reply
 from tests.app.api_support import write_workflows
 from tests.support.github_server import FakeGitHub
 from tests.triggers.github_files import FIXTURES, PR_COMMENT
@@ -41,6 +42,11 @@ REVIEW_COMMENT = "pull_request_review_comment__created.payload.json"
 AUTHOR = "runatlantis"
 HOOK_ID = "4242"
 FAST = CommandConfig(poll_seconds=0.05, retry_seconds=0.05, stop_grace_seconds=2.0)
+
+
+def done(_request: Any) -> Any:
+    """A maker that answers at once (with `quick`, a run passes after one turn)."""
+    return reply("nothing to change")
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -189,3 +195,17 @@ def reactions_on(server: FakeGitHub, comment_id: int) -> list[tuple[str, str]]:
         return [
             (r["kind"], r["content"]) for r in server.reactions if r["comment_id"] == comment_id
         ]
+
+
+async def comment(hook: Hook, payload: dict[str, Any], event: str = "issue_comment") -> str:
+    """Deliver a comment and wait until it is processed; returns the outcome."""
+    delivery = str(uuid.uuid4())
+    response = await hook.deliver(event, payload, delivery=delivery)
+    assert response.status_code == 202, response.text
+    return await hook.processed(delivery)
+
+
+def jobs_of(hook: Hook) -> list[Any]:
+    """Each run with its job, newest first."""
+    runs, _ = hook.services.ledger.list_runs(limit=50)
+    return [(run, hook.services.ledger.get_job(run.job_id)) for run in runs]
