@@ -315,7 +315,7 @@ async def _diff_row(bench: Bench) -> Row:
         variant="workspace.diff() for the checker",
         value=median(samples) * 1000,
         unit="ms/turn",
-        note="included in A and B; the workspace here is not a git repository",
+        note="paid only in turns whose checker reads the diff (a judge); not in A or B",
     )
 
 
