@@ -16,7 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.ledger_errors import StorageError
-from app.ledger_rows import JobRow, RunRow, job_row, job_values, new_id, new_run_values, run_row
+from app.ledger_rows import (
+    JobRow,
+    RunRow,
+    brakes_from_dict,
+    job_row,
+    job_values,
+    new_id,
+    new_run_values,
+    run_row,
+)
 from app.ledger_schema import jobs, runs
 from loops.brakes import Brakes
 from loops.jobs import LoopJob
@@ -71,10 +80,10 @@ def insert_jobs(
         if key is not None and key in known:
             results.append((*known[key], False))
             continue
-        job_fields, run_fields = _fields(request, clock())
+        job_fields, run_fields, brakes = _fields(request, clock())
         new_jobs.append(job_fields)
         new_runs.append(run_fields)
-        stored = job_row(job_fields), run_row(run_fields)
+        stored = job_row(job_fields), run_row({**run_fields, "brakes": brakes})
         if key is not None:
             known[key] = stored
         results.append((*stored, True))
@@ -103,7 +112,8 @@ def stored_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, tuple[J
     return stored
 
 
-def _fields(request: NewJob, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fields(request: NewJob, now: float) -> tuple[dict[str, Any], dict[str, Any], Brakes]:
+    """The job's and the run's columns, and the run's brakes (as frozen, unless overridden)."""
     job, workflow = request.job, request.workflow
     job_id = new_id()
     job_fields = {
@@ -118,4 +128,6 @@ def _fields(request: NewJob, now: float) -> tuple[dict[str, Any], dict[str, Any]
         **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
         **request.run_values,
     }
-    return job_fields, run_fields
+    if "brakes" in request.run_values:
+        brakes = brakes_from_dict(run_fields["brakes"])
+    return job_fields, run_fields, brakes

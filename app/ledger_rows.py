@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 import json
 import secrets
 from collections.abc import Iterable, Mapping
@@ -127,17 +128,25 @@ class RunRow:
         return self.status in ACTIVE_STATUSES
 
 
-def _known(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
 def brakes_to_dict(brakes: Brakes) -> dict[str, object]:
-    return dataclasses.asdict(brakes)
+    # Every field is a number or None: a flat copy, without `asdict`'s recursive deep copy.
+    return {name: getattr(brakes, name) for name in _field_names(Brakes)}
 
 
-def brakes_from_dict(data: Mapping[str, Any] | None) -> Brakes:
-    """Missing keys take their defaults; unknown keys are ignored."""
+def brakes_from_dict(data: Mapping[str, Any] | Brakes | None) -> Brakes:
+    """Missing keys take their defaults; unknown keys are ignored. A `Brakes` is returned as is."""
+    if isinstance(data, Brakes):
+        return data
     return Brakes(**_known(Brakes, data or {}))
 
 
@@ -220,7 +229,7 @@ def job_row(values: Mapping[Any, Any]) -> JobRow:
 
 
 def run_row(values: Mapping[Any, Any]) -> RunRow:
-    """A `RunRow` from the `runs` columns, decoding the brakes."""
+    """A `RunRow` from the `runs` columns (the brakes as stored, or as a `Brakes`)."""
     fields: dict[str, Any] = dict(values)
     fields["brakes"] = brakes_from_dict(fields["brakes"])
     fields["extra"] = dict(fields["extra"] or {})
