@@ -58,7 +58,7 @@ async def ledger(url: str) -> AsyncIterator[GatedLedger]:
 
 @pytest.fixture
 async def intake(ledger: GatedLedger) -> AsyncIterator[IntakeBatcher]:
-    batcher = IntakeBatcher(ledger, window_seconds=0.002, max_batch=64)
+    batcher = IntakeBatcher(ledger)
     batcher.start()
     yield batcher
     ledger.gate.set()
@@ -134,7 +134,7 @@ async def test_stop_stores_what_was_submitted_then_refuses_new_jobs(
     await asyncio.sleep(0)  # queued, not yet written
     await intake.stop()
 
-    assert all(task.done() and task.result()[2] for task in pending)
+    assert all(created for _, _, created in await asyncio.gather(*pending))
     assert count(ledger) == 3
     with pytest.raises(IntakeClosedError, match="the service is stopping"):
         await intake.submit(job(), WORKFLOW)
