@@ -41,6 +41,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     def watch_state(self, snapshot: Snapshot) -> None:
         self.registry.register(_StateCollector(snapshot))
@@ -73,8 +74,18 @@ class Metrics:
         seen.update(input=inp, output=out, cost=cost)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.latency.labels(route, method).observe(seconds)
-        self.requests.labels(route, method, str(status)).inc()
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            # `labels()` takes a lock and builds the key on every call; the label sets are few
+            # (routes are templates), so each pair of children is looked up once.
+            children = (
+                self.latency.labels(route, method),
+                self.requests.labels(route, method, str(status)),
+            )
+            self._request_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
 
 class MetricsMiddleware:

@@ -61,6 +61,10 @@ class ReportHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
+    def wants(self, source: str) -> bool:
+        """Whether jobs from `source` are reported on (else building their reports is moot)."""
+        return source in self.reporters
+
     def submit(self, report: RunReport) -> None:
         if report.job.source not in self.reporters:
             return

@@ -89,7 +89,8 @@ def _add_submit(router: APIRouter) -> None:
         if created:
             log.info("api_job_created", job_id=job_row.id, run_id=run.id, workflow=run.workflow)
             services.executor.wake()
-            services.reports.submit(services.reports.report("queued", run, job_row))
+            if services.reports.wants(job_row.source):
+                services.reports.submit(services.reports.report("queued", run, job_row))
         else:
             response.status_code = 200
         return JobAccepted(job_id=job_row.id, run_id=run.id, status=run.status, created=created)
