@@ -23,6 +23,7 @@ import structlog
 
 from app.ledger import JobRow, RunRow
 from app.metrics import Metrics
+from app.pidfd_watcher import install_pidfd_watcher
 from app.reports import ReportHub
 from app.run_queue import Claim, RunQueue
 from app.runner import Runner, process_alive
@@ -77,6 +78,7 @@ class Executor:
         return len(self.tasks)
 
     async def start(self) -> None:
+        install_pidfd_watcher()  # many runs start processes at once: keep that off the loop
         recovered = await self._recover()
         if recovered:
             log.info("runs_recovered", runs=recovered)
@@ -85,7 +87,10 @@ class Executor:
         self.wake()
 
     def wake(self) -> None:
-        self._wake.set()
+        """There may be queued work: the dispatcher looks at once if a slot is free (a busy
+        executor looks again when a run ends)."""
+        if len(self.tasks) < self.config.max_concurrent_runs:
+            self._wake.set()
 
     async def cancel(self, run_id: str) -> str:
         """Cancel a run: at once if it runs here, else through the ledger for its owner."""
@@ -101,7 +106,7 @@ class Executor:
         self._stop.set()
         # The dispatcher is not cancelled but woken: it finishes a claim in progress and hands
         # back what it got (a cancelled claim would leave runs `running` with nobody on them).
-        self.wake()
+        self._wake.set()
         if self._watcher is not None:
             self._watcher.cancel()
         if self._dispatcher is not None:
@@ -176,7 +181,7 @@ class Executor:
             self.tasks.pop(run.id, None)
             self.keys.pop(run.id, None)
             self._cancelled.discard(run.id)
-            self.wake()
+            self._wake.set()
 
     def _listeners(self, run: RunRow, job: JobRow | None) -> tuple[Listener, ...]:
         listeners: tuple[Listener, ...] = (self.metrics.listener(),) if self.metrics else ()

@@ -107,28 +107,25 @@ class Runner:
     ) -> Outcome:
         try:
             workflow = frozen_workflow(job.workflow_source, job.workflow_path)
-            workspace = self._workspace(run, job, workflow)
+            workspace, turns = await asyncio.to_thread(self._prepare, run, job, workflow)
         except (WorkflowError, WorkspaceError) as exc:
             log.warning("run_not_startable", reason=str(exc))
             return _failed(run, f"cannot start: {exc}")
         deps = self._deps(run, job, workflow, workspace, listeners, stop)
         log.info("loop_started", workflow=workflow.name, model=deps.model_name)
-        turns = await self._prepare(run, str(workspace.root))
         return await run_loop(deps, RunState.from_turns(turns))
 
-    async def _prepare(self, run: RunRow, workdir: str) -> list[TurnRecord]:
-        """Record the workspace and read back earlier turns; a fresh run that already has its
-        workdir recorded needs neither, so no worker thread at all."""
-        if run.workdir == workdir and run.turns_done == 0:
-            return []
-
-        def prepare() -> list[TurnRecord]:
-            if run.workdir != workdir:
-                self.ledger.set_workdir(run.id, workdir)
-            # Every stored turn sets `turns_done`, so a run at 0 has none to read.
-            return self.ledger.turns(run.id) if run.turns_done else []
-
-        return await asyncio.to_thread(prepare)
+    def _prepare(
+        self, run: RunRow, job: JobRow, workflow: Workflow
+    ) -> tuple[Workspace, list[TurnRecord]]:
+        """In a worker thread (it makes directories and writes): the run's workspace, recorded
+        in the ledger, and the turns it has done so far."""
+        workspace = self._workspace(run, job, workflow)
+        workdir = str(workspace.root)
+        if run.workdir != workdir:
+            self.ledger.set_workdir(run.id, workdir)
+        # Every stored turn sets `turns_done`, so a run at 0 has none to read.
+        return workspace, self.ledger.turns(run.id) if run.turns_done else []
 
     def _record(self, run_id: str, outcome: Outcome) -> None:
         if outcome.status == "queued":
