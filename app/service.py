@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -161,6 +162,10 @@ async def _start(
     _log_start(services)
     await executor.start()
     intake.start()
+    # What start-up built (modules, the app, the engine) lives as long as the process: out of
+    # the cyclic collector's sight, full collections stop walking it (~70 ms a time otherwise,
+    # with the event loop stopped).
+    gc.freeze()
     return services
 
 
