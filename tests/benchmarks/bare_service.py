@@ -1,6 +1,7 @@
 """The intake benchmark's baseline: a FastAPI app whose `POST /api/jobs` answers 202 and stores
-nothing, served the way `loopwright serve` serves the real one (uvicorn, one worker, the same
-default loop and HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT`.
+nothing, served the way `loopwright serve` serves the real one (uvicorn, one worker, the stdlib
+event loop, the same HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT
+[LOOP]`, where LOOP is `asyncio` (the default, as served) or `uvloop` (for comparison).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ def bare_app() -> FastAPI:
     return app
 
 
-def main(port: int) -> None:
-    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+def main(port: int, loop: str = "asyncio") -> None:
+    uvicorn.run(
+        bare_app(), host="127.0.0.1", port=port, loop=loop, log_config=None, access_log=False
+    )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), *sys.argv[2:3])

@@ -6,9 +6,9 @@ call, then its exit check, a real `true` subprocess, passes. The baseline is the
 calls alone: 500 tasks awaiting the same model double, so the difference is the engine's share.
 
 Each variant runs in a fresh child process (`python -m tests.benchmarks.bench_concurrency
-VARIANT`), so none inherits another's memory. The baseline and the executor run on uvloop, as
-the service does under uvicorn; the executor runs once more on the stdlib loop, whose
-subprocess spawn is much cheaper, which shows how much of the lag the check spawns cause.
+VARIANT`), so none inherits another's memory. The baseline and the executor run on the stdlib
+event loop, as `loopwright serve` does; the executor runs once more on uvloop, as a comparison
+row: uvloop spawns subprocesses on the loop thread, so every check's spawn shows as lag there.
 
 Memory is the child's resident set (VmRSS, sampled every 100 ms by a thread that does not
 depend on the event loop): before the runs start, after imports and set-up, and at peak. Lag is
@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "baseline": "model calls alone",
     "engine": "loopwright executor",
-    "engine-asyncio": "executor, stdlib loop",
+    "engine-uvloop": "executor on uvloop (comparison)",
 }
 WORKFLOW = """\
 ---
@@ -226,7 +226,7 @@ def child(variant: str) -> dict[str, Any]:
     import uvloop
 
     quiet_logs()
-    run_on = asyncio.run if variant.endswith("asyncio") else uvloop.run
+    run_on = uvloop.run if variant.endswith("uvloop") else asyncio.run
     if variant == "baseline":
         return run_on(baseline())
     with tempfile.TemporaryDirectory(prefix="loopwright-bench-concurrency-") as tmp:
@@ -255,7 +255,10 @@ def _variant_rows(variant: str, result: dict[str, Any]) -> list[Row]:
     grown = result["rss_peak"] - result["rss_before"]
     lag_p99 = result["lag_p99_ms"]
     verdict = "met" if lag_p99 < TARGET_LAG_P99_MS else "MISSED"
-    target = "" if variant == "baseline" else f"target < {TARGET_LAG_P99_MS:g} ms: {verdict}; "
+    target = {
+        "engine": f"target < {TARGET_LAG_P99_MS:g} ms: {verdict}; ",
+        "engine-uvloop": "comparison only, not how the service runs; ",
+    }.get(variant, "")
     ended = "all calls answered" if variant == "baseline" else "executor start → all passed"
     return [
         Row(
