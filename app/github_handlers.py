@@ -9,7 +9,6 @@ is idempotent or checked, so a retried delivery starts no second run.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 import structlog
@@ -22,7 +21,7 @@ from app.ledger import RunRow
 from app.reports import ReportHub
 from app.run_lookup import runs_by_concurrency_key
 from app.run_queue import RunStateError
-from app.runner import Runner, frozen_workflow, process_alive
+from app.runner import Runner, frozen_workflow, run_interrupted
 from loops.brakes import Brakes
 from loops.jobs import ACTIVE_STATUSES, RunStatus
 from triggers.commands import (
@@ -215,12 +214,7 @@ class CommandHandlers:
         return await asyncio.to_thread(runs_by_concurrency_key, ledger, key, limit=limit)
 
     def _interrupted(self, run: RunRow) -> bool:
-        """Marked running, but its process is gone (the executor's own stale-run test)."""
-        if run.status != "running":
-            return False
-        stale_before = time.time() - self.executor.config.stale_after_seconds
-        silent = run.heartbeat_at is None or run.heartbeat_at < stale_before
-        return silent or not process_alive(run.pid, run.host)
+        return run_interrupted(run, stale_after=self.executor.config.stale_after_seconds)
 
 
 def _pick(runs: list[RunRow], ref: str | None, noun: str) -> tuple[RunRow | None, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +35,7 @@ from app.api_schemas import (
 from app.ledger import TERMINAL_STATUSES, LedgerError, RunRow, StorageError
 from app.ledger_rows import decode_cursor
 from app.run_queue import RunStateError
-from app.runner import process_alive
+from app.runner import run_interrupted
 from app.service import Services
 from loops.jobs import LoopJob
 from loops.workflow_schema import did_you_mean
@@ -176,12 +175,7 @@ def _stale_after(services: Services) -> float:
 
 
 def _interrupted(run: RunRow, *, stale_after: float) -> bool:
-    """Marked running, but its process is gone: dead on this host, or silent for too long (the
-    same test the executor's stale-run recovery applies)."""
-    if run.status != "running":
-        return False
-    silent = run.heartbeat_at is None or run.heartbeat_at < time.time() - stale_after
-    return silent or not process_alive(run.pid, run.host)
+    return run_interrupted(run, stale_after=stale_after)
 
 
 def _require_run(services: Services, run_id: str) -> RunRow:

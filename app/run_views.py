@@ -10,8 +10,11 @@ from typing import Any
 
 from app.ledger import Ledger, RunRow
 from app.progress import money
-from app.runner import process_alive
+from app.runner import run_interrupted
+from app.settings import Settings
 from loops.records import TurnRecord
+
+STALE_AFTER_SECONDS = Settings.model_fields["stale_after_seconds"].default
 
 
 def list_runs(ledger: Ledger, args: argparse.Namespace) -> int:
@@ -71,7 +74,7 @@ def show_run(ledger: Ledger, run: RunRow, *, as_json: bool) -> int:
 
 
 def shown_status(run: RunRow) -> str:
-    if run.status == "running" and not process_alive(run.pid, run.host):
+    if run_interrupted(run, stale_after=STALE_AFTER_SECONDS):
         return "running (interrupted)"
     return run.status
 
@@ -85,7 +88,7 @@ def turn_verdict(turn: TurnRecord) -> str:
 
 def run_json(run: RunRow) -> dict[str, Any]:
     out = dataclasses.asdict(run)
-    out["interrupted"] = run.status == "running" and not process_alive(run.pid, run.host)
+    out["interrupted"] = run_interrupted(run, stale_after=STALE_AFTER_SECONDS)
     return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
 
 

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +225,16 @@ def _failed(run: RunRow, reason: str) -> Outcome:
         usage=run.usage,
         elapsed_s=run.elapsed_s,
     )
+
+
+def run_interrupted(run: RunRow, *, stale_after: float, now: float | None = None) -> bool:
+    """Marked `running`, but its process is gone: dead on this host, or silent for longer than
+    `stale_after` seconds (the same test the executor's stale-run recovery applies)."""
+    if run.status != "running":
+        return False
+    cutoff = (time.time() if now is None else now) - stale_after
+    silent = run.heartbeat_at is None or run.heartbeat_at < cutoff
+    return silent or not process_alive(run.pid, run.host)
 
 
 def process_alive(pid: int | None, host: str | None) -> bool:
