@@ -56,6 +56,28 @@ def head(text: str, *, max_lines: int, max_chars: int) -> str:
     return f"{body}\n[... {dropped} more lines omitted ...]" if dropped else body
 
 
+def ends(text: str, *, max_lines: int, max_chars: int) -> str:
+    """The first lines and the last few lines of `text` within both limits, the middle marked."""
+    lines = text.splitlines()
+    if len(lines) <= max_lines and len(text) <= max_chars:
+        return text
+    bottom = tail(text, max_lines=max(1, max_lines // 4), max_chars=max_chars // 4)
+    bottom_lines = bottom.splitlines()
+    if bottom_lines and bottom_lines[0].startswith("[... "):
+        bottom_lines = bottom_lines[1:]
+    lines_left = max_lines - len(bottom_lines) - 1
+    chars_left = max_chars - len(bottom) - 60
+    top: list[str] = []
+    used = 0
+    for line in lines[: max(0, len(lines) - len(bottom_lines))]:
+        if len(top) >= lines_left or used + len(line) + 1 > chars_left:
+            break
+        top.append(line)
+        used += len(line) + 1
+    dropped = len(lines) - len(top) - len(bottom_lines)
+    return "\n".join([*top, f"[... {dropped} lines omitted ...]", *bottom_lines])
+
+
 def _pytest_failures(text: str, *, max_lines: int, max_chars: int) -> str | None:
     """Pytest's failure details plus its short summary, or None if this is not pytest output.
 
@@ -67,7 +89,9 @@ def _pytest_failures(text: str, *, max_lines: int, max_chars: int) -> str | None
     if summary_at is None:
         if details_at is None:
             return None
-        return tail(text[details_at:], max_lines=max_lines, max_chars=max_chars)
+        # No summary: not printed, or elided from the middle of a long capture. The first
+        # failure is at the top of the details and the verdict line at the bottom.
+        return ends(text[details_at:], max_lines=max_lines, max_chars=max_chars)
     summary = tail(text[summary_at:], max_lines=max_lines, max_chars=max_chars)
     if details_at is None or details_at > summary_at:
         return summary

@@ -1,3 +1,4 @@
+import re
 import sys
 import textwrap
 import time
@@ -113,6 +114,10 @@ async def test_pytest_output_keeps_first_failure_and_whole_summary(tmp_path: Pat
     (tmp_path / "test_sample.py").write_text(textwrap.dedent(passing + "\n" + failing))
     spec = CheckSpec(run=f"{sys.executable} -m pytest -q -p no:cacheprovider test_sample.py")
     ctx = make_ctx(tmp_path, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    # Under CI, pytest prints every diff and summary line in full; this test is about the
+    # compact output a developer's machine gets.
+    for name in ("CI", "BUILD_NUMBER"):
+        ctx.env.pop(name, None)
 
     verdict = await CommandChecker(spec).check(ctx)
 
@@ -125,6 +130,31 @@ async def test_pytest_output_keeps_first_failure_and_whole_summary(tmp_path: Pat
     assert "FAILED test_sample.py::test_fail_29" in findings
     assert "30 failed, 50 passed" in findings
     assert len(findings.splitlines()) <= 64
+
+
+async def test_pytest_output_whose_summary_was_elided_keeps_first_failure_and_verdict(
+    tmp_path: Path,
+) -> None:
+    # With CI set, pytest's summary repeats each full diff, so the capture drops the middle,
+    # the summary's header included.
+    failing = "\n".join(
+        f"def test_fail_{i:02d}():\n    assert list(range(40)) == list(range(1, 41))\n"
+        for i in range(30)
+    )
+    (tmp_path / "test_sample.py").write_text(failing)
+    spec = CheckSpec(run=f"{sys.executable} -m pytest -q -p no:cacheprovider test_sample.py")
+    ctx = make_ctx(tmp_path, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", CI="true")
+
+    verdict = await CommandChecker(spec).check(ctx)
+
+    findings = verdict.results[0].findings
+    assert "short test summary info" not in findings
+    assert "FAILURES" in findings
+    assert "test_fail_00" in findings
+    assert "lines omitted" in findings
+    assert re.search(r"\n30 failed in [0-9.]+s$", findings)
+    assert len(findings.splitlines()) <= 64
+    assert len(findings) < 6_500
 
 
 def _diff(text: str) -> Callable[[], Awaitable[str]]:
