@@ -57,10 +57,15 @@ class GuardedRoute(APIRoute):
                 _rejected(request, 422, describe_errors(exc.errors()))
                 raise
             except StorageError as exc:
-                log.error("api_storage_failed", path=request.url.path, error=str(exc)[:300])
-                raise HTTPException(503, "the ledger is unavailable; try again later") from exc
+                raise storage_unavailable(request.url.path, exc) from exc
 
         return guarded
+
+
+def storage_unavailable(path: str, exc: StorageError) -> HTTPException:
+    """The 503 for a request the ledger failed, logged."""
+    log.error("api_storage_failed", path=path, error=str(exc)[:300])
+    return HTTPException(503, "the ledger is unavailable; try again later")
 
 
 def _check_declared_size(request: Request) -> None:

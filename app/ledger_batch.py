@@ -8,6 +8,7 @@ executed with parameters, so SQLAlchemy compiles each of them once per process.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,6 @@ from loops.workflows import Workflow
 Stored = tuple[JobRow, RunRow, bool]
 """A job, its first run, and whether this request created them."""
 
-_INSERT_JOBS = sa.insert(jobs)
-_INSERT_RUNS = sa.insert(runs)
 _JOBS_BY_KEY = sa.select(jobs).where(
     jobs.c.idempotency_key.in_(sa.bindparam("keys", expanding=True))
 )
@@ -88,9 +87,43 @@ def insert_jobs(
             known[key] = stored
         results.append((*stored, True))
     if new_jobs:
-        conn.execute(_INSERT_JOBS, new_jobs)
-        conn.execute(_INSERT_RUNS, new_runs)
+        insert_rows(conn, jobs, new_jobs)
+        insert_rows(conn, runs, new_runs)
     return results
+
+
+def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` with one `executemany` per set of columns, through the driver.
+
+    Parameters go to the DB-API cursor as they are, JSON columns serialized here, instead of
+    through SQLAlchemy's per-row parameter processing, which costs more than the insert itself
+    (measured: ~60 µs per job). Dialects with another placeholder style take the usual path.
+    """
+    placeholder = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if placeholder is None:
+        conn.execute(sa.insert(table), list(rows))
+        return
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    quote = conn.dialect.identifier_preparer.quote
+    for names, group in groups.items():
+        json_at = [i for i, n in enumerate(names) if isinstance(table.c[n].type, sa.JSON)]
+        values = []
+        for row in group:
+            value = list(row.values())
+            for i in json_at:
+                if value[i] is not None:
+                    value[i] = json.dumps(value[i])
+            values.append(tuple(value))
+        columns = ", ".join(quote(n) for n in names)
+        marks = ", ".join(placeholder for _ in names)
+        # Names come from the schema, quoted; values travel as parameters.
+        statement = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks})"  # noqa: S608
+        conn.exec_driver_sql(statement, values)
+
+
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 def stored_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, tuple[JobRow, RunRow]]:

@@ -3,7 +3,8 @@
 Every endpoint sits behind `GuardedRoute` (bearer token, body limit, refusal logs). Ledger calls
 are synchronous, so they run in worker threads; waking the executor and queueing reports happen
 back on the event loop, where those objects live. Submitted jobs are stored by the service's
-`IntakeBatcher`, many to a transaction under load, each before its answer.
+`IntakeBatcher`, many to a transaction under load, each before its answer; the jobs that will
+be accepted are taken in front of the router by `app.api_intake`, through the same functions.
 """
 
 from __future__ import annotations
@@ -80,19 +81,30 @@ def _add_submit(router: APIRouter) -> None:
     )
     async def submit_job(body: JobRequest, request: Request, response: Response) -> JobAccepted:
         services = _services(request)
-        if body.workdir is None and not services.catalog.due():
-            job, workflow = _prepare_job(services, body)  # memory only: no thread needed
-        else:
-            job, workflow = await asyncio.to_thread(_prepare_job, services, body)
-        job_row, run, created = await services.intake.submit(job, workflow)
-        if created:
-            log.info("api_job_created", job_id=job_row.id, run_id=run.id, workflow=run.workflow)
-            services.executor.wake()
-            if services.reports.wants(job_row.source):
-                services.reports.submit(services.reports.report("queued", run, job_row))
-        else:
+        job, workflow = await prepare_job(services, body)
+        accepted = await accept_job(services, job, workflow)
+        if not accepted.created:
             response.status_code = 200
-        return JobAccepted(job_id=job_row.id, run_id=run.id, status=run.status, created=created)
+        return accepted
+
+
+async def prepare_job(services: Services, body: JobRequest) -> tuple[LoopJob, Workflow]:
+    """The job `body` asks for, and its workflow; raises 422 with the reason if it cannot run."""
+    if body.workdir is None and not services.catalog.due():
+        return _prepare_job(services, body)  # memory only: no thread needed
+    return await asyncio.to_thread(_prepare_job, services, body)
+
+
+async def accept_job(services: Services, job: LoopJob, workflow: Workflow) -> JobAccepted:
+    """Store the job and its first run (or find them by idempotency key), then wake the
+    executor and report the run queued. Raises `StorageError` if the ledger fails."""
+    job_row, run, created = await services.intake.submit(job, workflow)
+    if created:
+        log.info("api_job_created", job_id=job_row.id, run_id=run.id, workflow=run.workflow)
+        services.executor.wake()
+        if services.reports.wants(job_row.source):
+            services.reports.submit(services.reports.report("queued", run, job_row))
+    return JobAccepted(job_id=job_row.id, run_id=run.id, status=run.status, created=created)
 
 
 def _add_reads(router: APIRouter) -> None:

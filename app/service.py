@@ -90,8 +90,11 @@ def create_app(
         description="Runs AI agent loops unattended: triggers, maker turns under brakes, "
         "checkers, and durable state.",
         lifespan=lifespan,
+        # Runs are traced to Opik and the service exports Prometheus metrics; FastAPI's own
+        # OpenTelemetry hooks would only look up, on every request, providers nobody set.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    from app.api_intake import JobIntakeMiddleware
     from app.routes_api import api_router
     from app.routes_github import github_router
     from app.routes_ops import ops_router
@@ -99,6 +102,8 @@ def create_app(
     app.include_router(ops_router())
     app.include_router(api_router())
     app.include_router(github_router())
+    app.add_middleware(JobIntakeMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
     return app
 
 
