@@ -1,7 +1,8 @@
-"""The intake benchmark's baseline: a FastAPI app whose `POST /api/jobs` answers 202 and stores
-nothing, served the way `loopwright serve` serves the real one (uvicorn, one worker, the stdlib
-event loop, the same HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT
-[LOOP]`, where LOOP is `asyncio` (the default, as served) or `uvloop` (for comparison).
+"""The intake benchmarks' baseline: a FastAPI app whose `POST /api/jobs` and
+`POST /webhooks/github` answer 202 and do nothing else (the body is not read), served the way
+`loopwright serve` serves the real one (uvicorn, one worker, the stdlib event loop, the same
+HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT [LOOP]`, where LOOP
+is `asyncio` (the default, as served) or `uvloop` (for comparison).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ def bare_app() -> FastAPI:
     @app.post("/api/jobs", status_code=202)
     async def submit_job() -> dict[str, bool]:
         return {"ok": True}
+
+    @app.post("/webhooks/github", status_code=202)
+    async def receive_github_webhook() -> dict[str, bool]:
+        return {"accepted": True}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -2,7 +2,10 @@
 event loop: `python -m tests.benchmarks.load_generator URL --token T --concurrency 32 ...`.
 
 Each worker holds one keep-alive connection and sends the next `POST` as soon as the previous
-answer is in; each request carries its own idempotency key. It prints one JSON object: the
+answer is in. By default each request is a job for `POST /api/jobs` with its own idempotency
+key; with `--requests-file` the requests are taken, in order, from a file of prebuilt ones (one
+JSON object per line: `headers` and `body`, sent byte for byte, so a signed webhook delivery
+stays signed), all encoded before the first request is sent. It prints one JSON object: the
 measured requests' throughput and latency percentiles, the status codes seen, and the CPU time
 the generator itself used (a ratio near 1 CPU-second per second means the client, not the
 server, was the limit).
@@ -40,6 +43,8 @@ class Plan:
     concurrency: int
     requests: int
     warmup: int
+    prebuilt: list[bytes] | None = None
+    """Whole requests (head and body) by index, instead of jobs built on the fly."""
 
 
 @dataclass(kw_only=True)
@@ -68,10 +73,14 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, body: bytes) -> int:
+        return await self.send(self._head(len(body)) + body)
+
+    async def send(self, request: bytes) -> int:
+        """Send one whole request and read its answer; returns the status."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.plan.host, self.plan.port)
         assert self.reader is not None
-        self.writer.write(self._head(len(body)) + body)
+        self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status, length, close = _parse_head(head)
         await self.reader.readexactly(length)
@@ -119,12 +128,33 @@ def _body(plan: Plan, index: int) -> bytes:
     return json.dumps(job).encode()
 
 
+def prebuilt_request(plan: Plan, headers: dict[str, str], body: bytes) -> bytes:
+    """One whole `POST` to the plan's URL with these headers (and the length of `body`)."""
+    lines = [f"POST {plan.path} HTTP/1.1", f"host: {plan.host}:{plan.port}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def read_requests(plan: Plan, path: str) -> list[bytes]:
+    """The prebuilt requests of a `--requests-file`, encoded for `plan`."""
+    requests = []
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            item = json.loads(line)
+            requests.append(prebuilt_request(plan, item["headers"], item["body"].encode()))
+    return requests
+
+
 async def _worker(plan: Plan, tally: Tally, connection: Connection) -> None:
     while (index := tally.take()) is not None:
-        body = _body(plan, index)
+        body = b"" if plan.prebuilt is not None else _body(plan, index)
         started = time.perf_counter()
         try:
-            status = await connection.post(body)
+            if plan.prebuilt is not None:
+                status = await connection.send(plan.prebuilt[index])
+            else:
+                status = await connection.post(body)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             status = 0  # counted as an error; the next request opens a fresh connection
             await connection.close()
@@ -183,11 +213,16 @@ def _plan(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--requests-file",
+        metavar="PATH",
+        help="prebuilt requests, one JSON object a line (headers, body): warm-up first",
+    )
     args = parser.parse_args(argv)
     url = urlsplit(args.url)
     if url.scheme != "http" or url.hostname is None or url.port is None:
         parser.error(f"url {args.url!r} must be http://HOST:PORT/PATH")
-    return Plan(
+    plan = Plan(
         host=url.hostname,
         port=url.port,
         path=url.path or "/",
@@ -198,6 +233,14 @@ def _plan(argv: Sequence[str] | None) -> Plan:
         requests=args.requests,
         warmup=args.warmup,
     )
+    if args.requests_file is not None:
+        plan.prebuilt = read_requests(plan, args.requests_file)
+        if len(plan.prebuilt) < plan.warmup + plan.requests:
+            parser.error(
+                f"{args.requests_file!r} holds {len(plan.prebuilt)} requests, "
+                f"fewer than warm-up and measured ({plan.warmup + plan.requests})"
+            )
+    return plan
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,8 @@ class ScriptedOpenAIServer:
     def __init__(self, script: Iterable[Item] = ()) -> None:
         self.script: list[Item] = list(script)
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []
+        """`time.monotonic()` when each of `requests` had been read, in the same order."""
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -74,8 +76,10 @@ class ScriptedOpenAIServer:
         return True
 
     def _next(self, body: dict[str, Any]) -> Reply | Failure:
+        arrived = time.monotonic()
         with self.received:
             self.requests.append(body)
+            self.arrivals.append(arrived)
             self.received.notify_all()
             if not self.script:
                 return Failure(500, "script exhausted")
