@@ -15,16 +15,29 @@ died expires, and the delivery is claimed again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from app.ledger import ConflictError, Ledger
+from app.ledger import ConflictError, Ledger, StorageError
+from app.ledger_batch import insert_rows
 from app.ledger_schema import deliveries
 
 MAX_OUTCOME_CHARS = 1_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewDelivery:
+    """A delivery to store; `outcome` stores it as processed already (it asks for nothing)."""
+
+    source: str
+    key: str
+    event: str
+    payload: Mapping[str, object]
+    outcome: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,22 +81,59 @@ class DeliveryStore:
         Raises:
             StorageError: the database failed; nothing was stored.
         """
+        item = NewDelivery(source=source, key=key, event=event, payload=payload, outcome=outcome)
+        return self.record_many([item])[0]
+
+    def record_many(self, items: Sequence[NewDelivery]) -> list[bool]:
+        """Store deliveries in one transaction; for each, in order, whether it was new. A key
+        repeated within `items` is stored once, and its later copies are redeliveries.
+
+        Raises:
+            StorageError: the database failed; nothing was stored.
+        """
+        if not items:
+            return []
+        for _attempt in range(3):
+            try:
+                with self.ledger.transaction(write=True) as conn:
+                    return self._insert_new(conn, items)
+            except ConflictError:
+                # Another process stored one of the keys between our look-up and our insert
+                # (PostgreSQL; SQLite's write lock covers both). The retry's look-up finds it.
+                continue
+        raise StorageError(f"could not store {len(items)} deliveries: conflicting writers")
+
+    def _insert_new(self, conn: Connection, items: Sequence[NewDelivery]) -> list[bool]:
+        known: set[tuple[str, str]] = set()
+        for source in {item.source for item in items}:
+            keys = [item.key for item in items if item.source == source]
+            found = conn.execute(_KNOWN, {"source": source, "keys": keys}).scalars()
+            known.update((source, key) for key in found)
         now = self.clock()
-        values: dict[str, Any] = {
-            "source": source,
-            "key": key,
-            "event": event,
-            "payload": dict(payload),
-            "received_at": now,
-            "processed_at": None if outcome is None else now,
-            "outcome": _clip(outcome or ""),
-        }
-        try:
-            with self.ledger.transaction(write=True) as conn:
-                conn.execute(_INSERT, values)
-        except ConflictError:
-            return False
-        return True
+        rows: list[dict[str, Any]] = []
+        fresh: list[bool] = []
+        for item in items:
+            ident = (item.source, item.key)
+            fresh.append(ident not in known)
+            if ident in known:
+                continue
+            known.add(ident)
+            rows.append(
+                {
+                    "source": item.source,
+                    "key": item.key,
+                    "event": item.event,
+                    "payload": dict(item.payload),
+                    "received_at": now,
+                    "processed_at": None if item.outcome is None else now,
+                    "outcome": _clip(item.outcome or ""),
+                    "attempts": 0,
+                    "not_before": None,
+                }
+            )
+        if rows:
+            insert_rows(conn, deliveries, rows)
+        return fresh
 
     def pending(self, source: str, *, limit: int = 50) -> list[Delivery]:
         """Deliveries not processed yet, oldest first, leased or not."""
@@ -173,7 +223,10 @@ class DeliveryStore:
         return None if row is None else (row[0], str(row[1]))
 
 
-_INSERT = sa.insert(deliveries)
+_KNOWN = sa.select(deliveries.c.key).where(
+    deliveries.c.source == sa.bindparam("source"),
+    deliveries.c.key.in_(sa.bindparam("keys", expanding=True)),
+)
 
 
 def _delivery(row: Mapping[Any, Any]) -> Delivery:

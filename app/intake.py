@@ -1,11 +1,12 @@
-"""Job intake with group commit: concurrent submissions share one transaction and one commit.
+"""Group commit: concurrent submissions share one transaction and one commit.
 
-`IntakeBatcher.submit` queues the job and waits. One writer thread per service takes whatever is
-queued (up to `max_batch`, optionally waiting `window_seconds` for more), stores it all with
-`Ledger.create_jobs`, and hands the results back to the event loop in one callback, which
-answers each submission. So every job is durably stored before its caller hears about it,
-exactly as with one transaction per job, while a busy service pays one commit and one thread
-hop per batch instead of per job.
+`GroupCommit.store` queues an item and waits. One writer thread takes whatever is queued (up to
+`max_batch`, optionally waiting `window_seconds` for more), stores it all with one call of its
+`write` function, and hands the results back to the event loop in one callback, which answers
+each submission. So every item is durably stored before its caller hears about it, exactly as
+with one transaction per item, while a busy service pays one commit and one thread hop per
+batch instead of per item. `IntakeBatcher` stores API jobs this way; webhook deliveries use
+another instance.
 
 The writer is a thread rather than a task on the event loop: a task only gets to start a batch
 once the loop has worked through every request that arrived with the first one, so the commit
@@ -19,7 +20,9 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -35,30 +38,43 @@ class IntakeClosedError(StorageError):
     """The service is stopping: intake takes no more jobs (the API answers 503)."""
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
-class _Pending:
-    request: NewJob
-    answer: asyncio.Future[Stored]
+class _Pending(Generic[T, R]):
+    item: T
+    answer: asyncio.Future[R]
 
 
-Outcome = list[Stored] | BaseException
-
-
-class IntakeBatcher:
-    """Stores submitted jobs in batches; one per service, started and stopped by its lifespan.
+class GroupCommit(Generic[T, R]):
+    """Stores submitted items in batches on one writer thread; started and stopped by the
+    service's lifespan.
 
     Args:
-        window_seconds: how long the writer waits for more submissions once one is there. The
-            default, 0, takes what is queued: under load, submissions queue up while the
-            previous batch commits, and an idle service stores a lone job without delay.
-        max_batch: the most jobs stored in one transaction.
+        write: stores a batch in one transaction; returns one result per item, in order. A
+            `LedgerError` it raises refuses the whole batch.
+        name: the writer thread's name.
+        window_seconds: how long the writer waits for more items once one is there. The
+            default, 0, takes what is queued: under load, items queue up while the previous
+            batch commits, and an idle service stores a lone item without delay.
+        max_batch: the most items stored in one transaction.
     """
 
-    def __init__(self, ledger: Ledger, *, window_seconds: float = 0.0, max_batch: int = 64) -> None:
-        self.ledger = ledger
+    def __init__(
+        self,
+        write: Callable[[list[T]], Sequence[R]],
+        *,
+        name: str,
+        window_seconds: float = 0.0,
+        max_batch: int = 64,
+    ) -> None:
+        self.write = write
+        self.name = name
         self.window_seconds = window_seconds
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending[T, R] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._closed = False
@@ -66,32 +82,30 @@ class IntakeBatcher:
     def start(self) -> None:
         """Start the writer; call from the event loop that will submit."""
         self._loop = asyncio.get_running_loop()
-        self._writer = threading.Thread(target=self._write_all, name="intake-writer", daemon=True)
+        self._writer = threading.Thread(target=self._write_all, name=self.name, daemon=True)
         self._writer.start()
 
     async def stop(self) -> None:
-        """Take no more jobs; store and answer those already submitted, then end the writer."""
+        """Take no more items; store and answer those already submitted, then end the writer."""
         self._closed = True
         if self._writer is None:
             return
         self._queue.put(None)  # after everything already queued
         await asyncio.to_thread(self._writer.join)
 
-    async def submit(self, job: LoopJob, workflow: Workflow) -> Stored:
-        """Store the job and its queued run, as `Ledger.create_job` does; answers after commit.
+    async def store(self, item: T) -> R:
+        """Store `item` with whatever else is queued; answers after the commit.
 
         Raises:
             IntakeClosedError: the service is stopping.
-            LedgerError: as `Ledger.create_job`.
+            LedgerError: as `write`.
         """
         if self._closed or self._loop is None:
-            raise IntakeClosedError("the service is stopping; it takes no new jobs")
-        if job.workflow != workflow.name:
-            raise LedgerError(f"job names workflow {job.workflow!r}, given {workflow.name!r}")
-        answer: asyncio.Future[Stored] = self._loop.create_future()
-        self._queue.put(_Pending(NewJob(job=job, workflow=workflow), answer))
-        # A caller cancelled meanwhile (a client gone) cancels only its answer: its job is still
-        # stored with the batch, as a job whose insert had begun always was.
+            raise IntakeClosedError("the service is stopping; it takes no new work")
+        answer: asyncio.Future[R] = self._loop.create_future()
+        self._queue.put(_Pending(item, answer))
+        # A caller cancelled meanwhile (a client gone) cancels only its answer: its item is
+        # still stored with the batch, as an item whose insert had begun always was.
         return await answer
 
     def _write_all(self) -> None:
@@ -102,7 +116,7 @@ class IntakeBatcher:
             if last:
                 return
 
-    def _next_batch(self) -> tuple[list[_Pending], bool]:
+    def _next_batch(self) -> tuple[list[_Pending[T, R]], bool]:
         """The next batch, and whether `stop` was called behind it."""
         first = self._queue.get()
         if first is None:
@@ -119,23 +133,23 @@ class IntakeBatcher:
             batch.append(item)
         return batch, False
 
-    def _write(self, batch: list[_Pending]) -> None:
-        outcome: Outcome
+    def _write(self, batch: list[_Pending[T, R]]) -> None:
+        outcome: Sequence[R] | BaseException
         try:
-            outcome = self.ledger.create_jobs([p.request for p in batch])
+            outcome = self.write([p.item for p in batch])
         except LedgerError as exc:
-            outcome = exc  # the database failed: every job of the batch is refused alike
+            outcome = exc  # the database failed: every item of the batch is refused alike
         except Exception as exc:  # a bug must not leave callers waiting forever
-            log.exception("intake_batch_failed", jobs=len(batch))
+            log.exception("group_commit_failed", writer=self.name, items=len(batch))
             outcome = exc
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(_answer, batch, outcome)
         except RuntimeError:
-            log.warning("intake_loop_closed", jobs=len(batch))  # nobody is waiting any more
+            log.warning("group_commit_loop_closed", writer=self.name, items=len(batch))
 
 
-def _answer(batch: list[_Pending], outcome: Outcome) -> None:
+def _answer(batch: list[_Pending[T, R]], outcome: Sequence[R] | BaseException) -> None:
     for n, pending in enumerate(batch):
         if pending.answer.done():
             continue
@@ -143,3 +157,27 @@ def _answer(batch: list[_Pending], outcome: Outcome) -> None:
             pending.answer.set_exception(outcome)
         else:
             pending.answer.set_result(outcome[n])
+
+
+class IntakeBatcher(GroupCommit[NewJob, Stored]):
+    """Stores submitted jobs with their first runs, many to a transaction (`Ledger.create_jobs`)."""
+
+    def __init__(self, ledger: Ledger, *, window_seconds: float = 0.0, max_batch: int = 64) -> None:
+        super().__init__(
+            ledger.create_jobs,
+            name="intake-writer",
+            window_seconds=window_seconds,
+            max_batch=max_batch,
+        )
+        self.ledger = ledger
+
+    async def submit(self, job: LoopJob, workflow: Workflow) -> Stored:
+        """Store the job and its queued run, as `Ledger.create_job` does; answers after commit.
+
+        Raises:
+            IntakeClosedError: the service is stopping.
+            LedgerError: as `Ledger.create_job`.
+        """
+        if job.workflow != workflow.name:
+            raise LedgerError(f"job names workflow {job.workflow!r}, given {workflow.name!r}")
+        return await self.store(NewJob(job=job, workflow=workflow))

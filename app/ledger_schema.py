@@ -157,5 +157,6 @@ deliveries = sa.Table(
     _count("attempts"),
     # Leased until then by the process working on it, or held back until a retry is due.
     _seconds("not_before"),
-    sa.Index("ix_deliveries_processed_at_received_at", "processed_at", "received_at"),
+    # Added by 0004, replacing 0003's: `claim` finds the oldest due pending delivery in it.
+    sa.Index("ix_deliveries_pending", "source", "processed_at", "received_at", "key", "not_before"),
 )

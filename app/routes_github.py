@@ -3,8 +3,9 @@
 The raw body is read once, at most `MAX_WEBHOOK_BYTES` of it (GitHub's own cap on payloads),
 and its `X-Hub-Signature-256` checked before anything else reads it. A `ping` is answered at
 once. Every other delivery is stored in the ledger under `(X-GitHub-Hook-ID, X-GitHub-Delivery)`
-before the answer, so a redelivery (also after a restart) is recognised and starts nothing, and
-a stored delivery is processed even if the service stops right after answering. Deliveries that
+before the answer (concurrent deliveries share a transaction: `app.intake.GroupCommit`), so a
+redelivery (also after a restart) is recognised and starts nothing, and a stored delivery is
+processed even if the service stops right after answering. Deliveries that
 ask for nothing (other events and actions) are stored as processed, without their payload.
 
 Answers: 200 ping or duplicate; 202 accepted or ignored; 400 unreadable body, payload or
@@ -14,7 +15,6 @@ Each refusal is logged as `webhook_rejected` with its reason, never with the bod
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.deliveries import NewDelivery
 from app.github_commands import SOURCE, GitHubCommandProcessor
 from app.ledger import StorageError
 from app.service import Services
@@ -165,14 +166,14 @@ async def _store(
     verified: _Verified,
     ignored: str | None,
 ) -> JSONResponse:
-    store = services.deliveries
     # An ignored delivery is kept for its key alone: its payload (a push can be megabytes) is not.
     payload = verified.payload if ignored is None else {}
     outcome = None if ignored is None else f"ignored: {ignored}"
+    delivery = NewDelivery(
+        source=SOURCE, key=key, event=verified.event, payload=payload, outcome=outcome
+    )
     try:
-        stored = await asyncio.to_thread(
-            store.record, SOURCE, key, verified.event, payload, outcome=outcome
-        )
+        stored = await services.delivery_intake.store(delivery)
     except StorageError as exc:
         log.error("webhook_storage_failed", delivery=key, error=str(exc)[:300])
         raise _Refused(503, "the ledger is unavailable; GitHub can redeliver later") from exc

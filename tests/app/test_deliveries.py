@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.deliveries import DeliveryStore
+from app.deliveries import DeliveryStore, NewDelivery
 from app.ledger import Ledger
 from loops.testing import FakeClock
 
@@ -32,6 +32,44 @@ def test_a_known_key_is_a_redelivery_processed_or_not(store: DeliveryStore) -> N
 
     assert store.record("github", "1:a", "issue_comment", {"n": 3}) is False
     assert store.outcome("github", "1:a") == (store.clock(), "done")
+
+
+def test_a_batch_stores_each_new_key_once_and_says_which_were_new(store: DeliveryStore) -> None:
+    store.record("github", "1:old", "issue_comment", {"n": 0})
+
+    def new(key: str, n: int, outcome: str | None = None) -> NewDelivery:
+        return NewDelivery(
+            source="github", key=key, event="issue_comment", payload={"n": n}, outcome=outcome
+        )
+
+    fresh = store.record_many(
+        [new("1:a", 1), new("1:old", 2), new("1:b", 3, "ignored: edited"), new("1:a", 4)]
+    )
+
+    assert fresh == [True, False, True, False]
+    # Both arrived at the same (fake) time: the key breaks the tie.
+    assert [(d.key, d.payload) for d in store.pending("github")] == [
+        ("1:a", {"n": 1}),
+        ("1:old", {"n": 0}),
+    ]
+    assert store.outcome("github", "1:b") == (store.clock(), "ignored: edited")
+    assert store.record_many([]) == []
+
+
+def test_claiming_reads_the_pending_index_not_the_payloads(store: DeliveryStore) -> None:
+    # The plan SQLite picks for `claim`'s look-up: a search of the pending index, no table scan
+    # and no sort (with thousands pending, each claim otherwise read every payload).
+    with store.ledger.transaction(write=False) as conn:
+        if conn.dialect.name != "sqlite":
+            pytest.skip("the plan is SQLite's")
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT key FROM deliveries WHERE source = 'github' "
+            "AND processed_at IS NULL AND (not_before IS NULL OR not_before <= 5) "
+            "ORDER BY received_at, key LIMIT 1"
+        ).all()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING COVERING INDEX ix_deliveries_pending" in details, details
+    assert "TEMP B-TREE" not in details, details
 
 
 def test_pending_is_oldest_first_and_leaves_out_processed_ones(

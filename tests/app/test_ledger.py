@@ -156,7 +156,7 @@ def test_migrate_is_idempotent_and_matches_the_metadata(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn)
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == "0004"
             assert compare_metadata(context, metadata) == []
             inspector = sa.inspect(conn)
             assert {"jobs", "runs", "turns"} <= set(inspector.get_table_names())
