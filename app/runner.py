@@ -13,6 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -43,12 +44,40 @@ def default_model() -> ModelPort:
     return LiteLLMModel()
 
 
+class RunHooks(Protocol):
+    """What a trigger does around the runs of its jobs (a GitHub checkout and push)."""
+
+    async def workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Path:
+        """The run's workspace, made ready (cloned, or reused when a resumed run has one).
+
+        Raises:
+            WorkspaceError: it cannot be made; the run ends `errored` with the reason.
+        """
+        ...
+
+    async def publish(
+        self, run: RunRow, job: JobRow, workflow: Workflow, outcome: Outcome, root: Path
+    ) -> dict[str, object] | None:
+        """Do what the outcome calls for with the work in `root` (push it, or keep its diff);
+        returns what was done, kept as the run's ``extra["publish"]``. Never raises for a
+        failure to publish: that is part of what it returns."""
+        ...
+
+
 @dataclass(kw_only=True)
 class Runner:
+    """Runs stored runs.
+
+    Attributes:
+        hooks: by job source, what prepares the workspace of a job that names no workdir and
+            publishes its work when the run ends.
+    """
+
     settings: Settings
     ledger: Ledger
     model: ModelPort = field(default_factory=default_model)
     clock: Clock = field(default_factory=SystemClock)
+    hooks: dict[str, RunHooks] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.queue = RunQueue(self.ledger)
@@ -93,8 +122,12 @@ class Runner:
         run, job = claimed
         structlog.contextvars.bind_contextvars(run_id=run.id, job_id=job.id)
         try:
-            outcome = await self._execute(run, job, listeners, stop)
+            outcome, ran = await self._execute(run, job, listeners, stop)
+            # Recorded first, so a cancel shows as soon as the loop has stopped; publishing
+            # (a push can take seconds) follows, before the run's final report.
             await asyncio.to_thread(self._record, run.id, outcome)
+            if ran is not None and outcome.status != "queued":
+                await self._publish(run, job, outcome, *ran)
             return outcome
         finally:
             structlog.contextvars.unbind_contextvars("run_id", "job_id", "turn")
@@ -105,23 +138,46 @@ class Runner:
         job: JobRow,
         listeners: tuple[Listener, ...],
         stop: asyncio.Event | None,
-    ) -> Outcome:
+    ) -> tuple[Outcome, tuple[Workflow, Path] | None]:
+        """The loop's outcome, and the workflow and workspace it ran in (None if it never
+        started)."""
         try:
             workflow = frozen_workflow(job.workflow_source, job.workflow_path)
-            workspace, turns = await asyncio.to_thread(self._prepare, run, job, workflow)
+            root = await self._hooked_workspace(run, job, workflow)
+            workspace, turns = await asyncio.to_thread(self._prepare, run, job, workflow, root)
         except (WorkflowError, WorkspaceError) as exc:
             log.warning("run_not_startable", reason=str(exc))
-            return _failed(run, f"cannot start: {exc}")
+            return _failed(run, f"cannot start: {exc}"), None
         deps = self._deps(run, job, workflow, workspace, listeners, stop)
         log.info("loop_started", workflow=workflow.name, model=deps.model_name)
-        return await run_loop(deps, RunState.from_turns(turns))
+        return await run_loop(deps, RunState.from_turns(turns)), (workflow, workspace.root)
+
+    async def _hooked_workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Path | None:
+        hooks = self.hooks.get(job.source)
+        if hooks is None or job.workdir or workflow.workspace == "none":
+            return None
+        return await hooks.workspace(run, job, workflow)
+
+    async def _publish(
+        self, run: RunRow, job: JobRow, outcome: Outcome, workflow: Workflow, root: Path
+    ) -> None:
+        hooks = self.hooks.get(job.source)
+        if hooks is None or job.workdir or workflow.workspace == "none":
+            return
+        try:
+            published = await hooks.publish(run, job, workflow, outcome, root)
+        except Exception:  # the outcome is recorded: a bug here must not turn it into an error
+            log.exception("publish_crashed")
+            published = {"action": "failed", "reason": "internal error; see the service log"}
+        if published is not None:
+            await asyncio.to_thread(self.ledger.update_extra, run.id, publish=published)
 
     def _prepare(
-        self, run: RunRow, job: JobRow, workflow: Workflow
+        self, run: RunRow, job: JobRow, workflow: Workflow, root: Path | None = None
     ) -> tuple[Workspace, list[TurnRecord]]:
-        """In a worker thread (it makes directories and writes): the run's workspace, recorded
-        in the ledger, and the turns it has done so far."""
-        workspace = self._workspace(run, job, workflow)
+        """In a worker thread (it makes directories and writes): the run's workspace (`root`,
+        when a hook made it), recorded in the ledger, and the turns it has done so far."""
+        workspace = self._workspace(run, job, workflow, root)
         workdir = str(workspace.root)
         if run.workdir != workdir:
             self.ledger.set_workdir(run.id, workdir)
@@ -145,10 +201,14 @@ class Runner:
         assert job is not None, f"run {run_id!r} has no job"
         return run, job
 
-    def _workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Workspace:
+    def _workspace(
+        self, run: RunRow, job: JobRow, workflow: Workflow, made: Path | None = None
+    ) -> Workspace:
         run_dir = self.run_dir(run.id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if run.workdir:
+        if made is not None:
+            root = made
+        elif run.workdir:
             root = Path(run.workdir)
         elif job.workdir:
             root = Path(job.workdir)

@@ -17,12 +17,14 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app.catalog import WorkflowCatalog
-from app.deliveries import DeliveryStore
+from app.checkouts import Checkouts
+from app.deliveries import DeliveryStore, NewDelivery
 from app.executor import Executor, ExecutorConfig
 from app.github_client import GitHubClient
 from app.github_commands import CommandConfig
+from app.github_runs import GitHubRunHooks
 from app.github_trigger import GitHubTrigger, TriggerParts, start_github_trigger, trigger_state
-from app.intake import IntakeBatcher
+from app.intake import GroupCommit, IntakeBatcher
 from app.ledger import Ledger
 from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
@@ -31,6 +33,7 @@ from app.runner import Runner
 from app.settings import Settings
 from loops.model import ModelPort
 from loops.reporting import Reporter
+from triggers.commands import bare_login
 
 log = structlog.get_logger("app.service")
 
@@ -43,6 +46,8 @@ class Services:
     ledger: Ledger
     queue: RunQueue
     intake: IntakeBatcher
+    delivery_intake: GroupCommit[NewDelivery, bool]
+    """Stores webhook deliveries, many to a transaction, each before its answer."""
     catalog: WorkflowCatalog
     runner: Runner
     executor: Executor
@@ -139,6 +144,7 @@ async def _start(
         lambda: (runner.queue.counts(), executor.slots_in_use, config.max_concurrent_runs)
     )
     intake = IntakeBatcher(ledger)
+    deliveries = DeliveryStore(ledger)
     services = Services(
         settings=settings,
         ledger=ledger,
@@ -149,17 +155,20 @@ async def _start(
         executor=executor,
         reports=reports,
         metrics=metrics,
-        deliveries=DeliveryStore(ledger),
+        deliveries=deliveries,
+        delivery_intake=GroupCommit(deliveries.record_many, name="delivery-writer"),
     )
     parts = TriggerParts(
         settings=settings,
-        deliveries=services.deliveries,
+        deliveries=deliveries,
         catalog=catalog,
         runner=runner,
         executor=executor,
         reports=reports,
     )
     services.github, github_why = start_github_trigger(parts, client=github, config=github_config)
+    if services.github is not None:
+        runner.hooks["github"] = GitHubRunHooks(services.github.client, _checkouts(settings))
     services.triggers = {
         **trigger_states(settings),
         "github": (services.github is not None, github_why),
@@ -167,6 +176,7 @@ async def _start(
     _log_start(services)
     await executor.start()
     intake.start()
+    services.delivery_intake.start()
     # What start-up built (modules, the app, the engine) lives as long as the process: out of
     # the cyclic collector's sight, full collections stop walking it (~70 ms a time otherwise,
     # with the event loop stopped).
@@ -176,11 +186,16 @@ async def _start(
 
 async def _stop(services: Services) -> None:
     log.info("service_stopping")
-    if services.github is not None:
-        await services.github.stop()
+    github = services.github
+    if github is not None:
+        await github.processor.stop()  # no new runs from comments
     await services.intake.stop()
+    await services.delivery_intake.stop()
     await services.executor.shutdown()
+    # Runs' last reports go out through the GitHub client: it closes after them.
     await services.reports.stop()
+    if github is not None:
+        await github.stop()
     services.ledger.close()
     log.info("service_stopped")
 
@@ -198,6 +213,16 @@ def _log_start(services: Services) -> None:
     )
     for name, (enabled, why) in services.triggers.items():
         log.info("trigger_enabled" if enabled else "trigger_disabled", trigger=name, reason=why)
+
+
+def _checkouts(settings: Settings) -> Checkouts:
+    """Where runs clone repositories, committing as the app's bot account."""
+    bot = bare_login(settings.github.bot_name)
+    return Checkouts(
+        settings.runs_dir,
+        author_name=f"{bot}[bot]",
+        author_email=f"{bot}[bot]@users.noreply.github.com",
+    )
 
 
 def trigger_states(settings: Settings) -> dict[str, tuple[bool, str]]:

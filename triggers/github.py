@@ -292,6 +292,11 @@ def to_loop_job(
             "number": str(event.number),
             "comment_id": str(event.comment_id),
             "comment_kind": event.comment_kind,
+            **(
+                {"installation_id": str(event.installation_id)}
+                if event.installation_id is not None
+                else {}
+            ),
         },
     )
 

@@ -351,4 +351,5 @@ def test_a_review_comment_command_replies_to_the_review_comment():
         "number": "2",
         "comment_id": "284312630",
         "comment_kind": "review",
+        "installation_id": "1",  # the App installation the fixture was delivered to
     }
