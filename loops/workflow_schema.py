@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger  # type: ignore[import-untyped]
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,6 +31,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from loops.brakes import Brakes
+from loops.crontab import crontab_trigger
 from loops.workflows import (
     TOOL_NAMES,
     CheckSpec,
@@ -86,7 +86,7 @@ def _known_tool(value: object) -> object:
 def _cron(value: str) -> str:
     # Validity does not depend on the zone; the scheduler builds the real trigger with it.
     try:
-        trigger = CronTrigger.from_crontab(value, timezone="UTC")
+        trigger = crontab_trigger(value, timezone="UTC")
     except ValueError as exc:
         raise problem(f"schedule.cron {value!r} is not a 5-field cron expression: {exc}") from exc
     if trigger.get_next_fire_time(None, _CRON_PROBE_START) is None:
