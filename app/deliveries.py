@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.ledger import ConflictError, Ledger, StorageError
-from app.ledger_batch import insert_rows
+from app.ledger_batch import JSONText, insert_rows
 from app.ledger_schema import deliveries
 
 MAX_OUTCOME_CHARS = 1_000
@@ -36,7 +36,8 @@ class NewDelivery:
     source: str
     key: str
     event: str
-    payload: Mapping[str, object]
+    payload: Mapping[str, object] | JSONText
+    """The delivery's JSON object, parsed or as received."""
     outcome: str | None = None
 
 
@@ -123,7 +124,7 @@ class DeliveryStore:
                     "source": item.source,
                     "key": item.key,
                     "event": item.event,
-                    "payload": dict(item.payload),
+                    "payload": _payload(item.payload),
                     "received_at": now,
                     "processed_at": None if item.outcome is None else now,
                     "outcome": _clip(item.outcome or ""),
@@ -238,6 +239,10 @@ def _delivery(row: Mapping[Any, Any]) -> Delivery:
         received_at=row["received_at"],
         attempts=row["attempts"],
     )
+
+
+def _payload(payload: Mapping[str, object] | JSONText) -> dict[str, object] | JSONText:
+    return payload if isinstance(payload, JSONText) else dict(payload)
 
 
 def _clip(text: str) -> str:

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from app.deliveries import NewDelivery
 from app.github_commands import SOURCE, GitHubCommandProcessor
 from app.ledger import StorageError
+from app.ledger_batch import JSONText
 from app.service import Services
 from triggers.github import (
     SIGNATURE_HEADER,
@@ -57,6 +58,8 @@ class _Refused(Exception):
 class _Verified:
     event: str
     payload: Mapping[str, object]
+    text: JSONText | None = None
+    """The payload's JSON as received, when the body was JSON (stored without re-encoding)."""
 
 
 def github_router() -> APIRouter:
@@ -116,7 +119,16 @@ async def _verify(request: Request, services: Services) -> _Verified:
         raise _Refused(415, exc.reason) from exc
     except PayloadError as exc:
         raise _Refused(400, exc.reason) from exc
-    return _Verified(event=event, payload=payload)
+    return _Verified(event=event, payload=payload, text=_json_text(request, body))
+
+
+def _json_text(request: Request, body: bytes) -> JSONText | None:
+    if not request.headers.get("content-type", "").lower().startswith("application/json"):
+        return None
+    try:
+        return JSONText(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None  # JSON in UTF-16 or UTF-32: stored re-encoded from the parsed payload
 
 
 async def _read_body(request: Request) -> bytes:
@@ -167,7 +179,7 @@ async def _store(
     ignored: str | None,
 ) -> JSONResponse:
     # An ignored delivery is kept for its key alone: its payload (a push can be megabytes) is not.
-    payload = verified.payload if ignored is None else {}
+    payload = {} if ignored is not None else verified.text or verified.payload
     outcome = None if ignored is None else f"ignored: {ignored}"
     delivery = NewDelivery(
         source=SOURCE, key=key, event=verified.event, payload=payload, outcome=outcome
