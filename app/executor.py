@@ -27,6 +27,7 @@ from app.pidfd_watcher import install_pidfd_watcher
 from app.reports import ReportHub
 from app.run_queue import Claim, RunQueue
 from app.runner import Runner, process_alive
+from loops.checking import CheckResult
 from loops.events import Listener, Outcome
 
 log = structlog.get_logger("app.executor")
@@ -164,6 +165,17 @@ class Executor:
 
     async def _execute(self, run: RunRow, job: JobRow | None) -> Outcome | None:
         try:
+            outcome = await self._run(run, job)
+            await self._report_finished(run, job, outcome)
+            return outcome
+        finally:
+            self.tasks.pop(run.id, None)
+            self.keys.pop(run.id, None)
+            self._cancelled.discard(run.id)
+            self._wake.set()
+
+    async def _run(self, run: RunRow, job: JobRow | None) -> Outcome | None:
+        try:
             listeners = self._listeners(run, job)
             return await self.runner.run(
                 run.id, listeners=listeners, stop=self._stop, run=run, job=job
@@ -177,11 +189,37 @@ class Executor:
                 reason="internal error while running; see the service log",
             )
             return None
-        finally:
-            self.tasks.pop(run.id, None)
-            self.keys.pop(run.id, None)
-            self._cancelled.discard(run.id)
-            self._wake.set()
+
+    async def _report_finished(
+        self, run: RunRow, job: JobRow | None, outcome: Outcome | None
+    ) -> None:
+        """Report how the run ended, once the runner has recorded the outcome and published
+        the work (the report shows both). Without `outcome` the run failed to execute."""
+        reports = self.reports
+        if reports is None or job is None or not reports.wants(job.source):
+            return
+        try:
+            stored, checks = await asyncio.to_thread(self._final_state, run)
+            if outcome is None:
+                outcome = Outcome(
+                    run_id=run.id,
+                    status="errored",
+                    reason=stored.reason,
+                    turns=stored.turns_done,
+                    usage=stored.usage,
+                    elapsed_s=stored.elapsed_s,
+                )
+            reports.submit(reports.finished(stored, job, outcome, checks))
+        except Exception:
+            log.exception("finished_report_failed", run_id=run.id)
+
+    def _final_state(self, run: RunRow) -> tuple[RunRow, tuple[CheckResult, ...]]:
+        """The run as stored now, and the check results of its last turn."""
+        ledger = self.runner.ledger
+        stored = ledger.get_run(run.id) or run
+        turns = ledger.turns(run.id) if stored.turns_done else []
+        verdict = turns[-1].verdict if turns else None
+        return stored, verdict.results if verdict else ()
 
     def _listeners(self, run: RunRow, job: JobRow | None) -> tuple[Listener, ...]:
         listeners: tuple[Listener, ...] = (self.metrics.listener(),) if self.metrics else ()

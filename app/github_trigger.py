@@ -18,6 +18,7 @@ from app.executor import Executor
 from app.github_client import GitHubClient
 from app.github_commands import CommandConfig, GitHubCommandProcessor
 from app.github_handlers import CommandHandlers
+from app.github_reporter import GitHubReporter
 from app.github_workflows import RepoWorkflows
 from app.reports import ReportHub
 from app.runner import Runner
@@ -97,6 +98,7 @@ def start_github_trigger(
         except ValueError as exc:  # an unreadable private key; the message never quotes it
             return None, f"the GitHub credentials cannot be used: {exc}"
         assert client is not None, "trigger_state found credentials"
+    parts.reports.register_default("github", GitHubReporter(client, parts.runner.ledger))
     config = config or CommandConfig()
     handlers = CommandHandlers(
         github=client,

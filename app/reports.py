@@ -16,7 +16,7 @@ import structlog
 
 from app.ledger import JobRow, RunRow
 from loops.checking import CheckResult
-from loops.events import Event, Listener, RunFinished, TurnFinished, TurnStarted
+from loops.events import Event, Listener, Outcome, TurnFinished, TurnStarted
 from loops.jobs import RunStatus
 from loops.reporting import Reporter, ReportKind, RunReport
 from loops.usage import Usage
@@ -60,6 +60,17 @@ class ReportHub:
         for worker in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+
+    def register_default(self, source: str, reporter: Reporter) -> bool:
+        """Report on jobs from `source` through `reporter`, unless a reporter was given for it.
+
+        Returns:
+            whether `reporter` is the one now used.
+        """
+        if source in self.reporters:
+            return False
+        self.reporters[source] = reporter
+        return True
 
     def wants(self, source: str) -> bool:
         """Whether jobs from `source` are reported on (else building their reports is moot)."""
@@ -106,6 +117,27 @@ class ReportHub:
             extra=dict(run.extra),
         )
 
+    def finished(
+        self, run: RunRow, job: JobRow, outcome: Outcome, checks: tuple[CheckResult, ...]
+    ) -> RunReport:
+        """A run's last report for this session of it, with `checks` from its last turn.
+
+        Args:
+            run: the run as stored once its outcome was recorded, so its `extra` holds what was
+                published and the progress comment's id.
+        """
+        return self.report(
+            "finished",
+            run,
+            job,
+            status=outcome.status,
+            turn=outcome.turns,
+            usage=outcome.usage,
+            checks=checks,
+            reason=outcome.reason,
+            elapsed_s=outcome.elapsed_s,
+        )
+
     async def _work(self, queue: asyncio.Queue[RunReport]) -> None:
         while True:
             report = await queue.get()
@@ -136,7 +168,11 @@ class ReportHub:
 
 
 class _RunListener:
-    """Turns the engine's events for one run into reports."""
+    """Turns the engine's events for one run into reports.
+
+    The engine's `RunFinished` is not one of them: it fires before the runner has recorded the
+    outcome and published the work, so the executor sends the finished report after that.
+    """
 
     def __init__(self, hub: ReportHub, run: RunRow, job: JobRow) -> None:
         self.hub = hub
@@ -161,17 +197,5 @@ class _RunListener:
                     usage=usage,
                     checks=checks,
                     elapsed_s=record.elapsed_s,
-                )
-                hub.submit(report)
-            case RunFinished(outcome=o):
-                report = hub.report(
-                    "finished",
-                    run,
-                    job,
-                    status=o.status,
-                    turn=o.turns,
-                    usage=o.usage,
-                    reason=o.reason,
-                    elapsed_s=o.elapsed_s,
                 )
                 hub.submit(report)

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from app.executor import ExecutorConfig
 from app.github_client import GitHubClient
 from app.github_commands import CommandConfig
+from app.github_replies import MARKER
 from app.ledger_schema import jobs
 from app.service import Services, create_app
 from app.settings import GitHubSettings, Settings
@@ -180,8 +181,21 @@ def review_comment(server: FakeGitHub, body: str) -> dict[str, Any]:
     return payload
 
 
+PROGRESS_HEADING = f"{MARKER}\n**Loopwright run "
+
+
 def replies_on(server: FakeGitHub, repo: str = REPO, number: int = 1) -> list[str]:
-    """The bodies of the comments the service posted on a pull request, in order."""
+    """The bodies of the replies the service posted on a pull request, in order (its progress
+    comments aside: see `progress_on`)."""
+    return [b for b in _posted_on(server, repo, number) if not b.startswith(PROGRESS_HEADING)]
+
+
+def progress_on(server: FakeGitHub, repo: str = REPO, number: int = 1) -> list[str]:
+    """The bodies of the service's progress comments on a pull request, in order."""
+    return [b for b in _posted_on(server, repo, number) if b.startswith(PROGRESS_HEADING)]
+
+
+def _posted_on(server: FakeGitHub, repo: str, number: int) -> list[str]:
     with server.lock:
         return [
             c.body
