@@ -43,14 +43,17 @@ def list_runs(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
-def show_run(ledger: Ledger, run: RunRow, *, as_json: bool) -> int:
+def show_run(ledger: Ledger, run: RunRow, *, as_json: bool, trace_url: str | None = None) -> int:
     turns = ledger.turns(run.id)
     if as_json:
-        print(json.dumps({**run_json(run), "turns": [turn_json(t) for t in turns]}, indent=2))
+        shown = {**run_json(run), "trace_url": trace_url, "turns": [turn_json(t) for t in turns]}
+        print(json.dumps(shown, indent=2))
         return 0
     print(f"run {run.id} · {run.workflow} · {shown_status(run)}")
     if run.reason:
         print(f"  {run.reason}")
+    if trace_url:
+        print(f"  trace {trace_url}")
     print(f"  source {run.source} · workdir {run.workdir or '-'}")
     print(
         f"  {run.turns_done} turn(s) · {run.input_tokens + run.output_tokens:,} tokens"

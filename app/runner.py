@@ -21,6 +21,7 @@ from app.ledger import JobRow, Ledger, RunRow
 from app.pricing import PriceBook, fallback_price
 from app.run_queue import RunQueue
 from app.settings import Settings
+from app.tracing import Tracing
 from checkers.factory import build_checker
 from loops.clock import Clock, SystemClock
 from loops.engine import EngineDeps, RunState, run_loop
@@ -31,6 +32,7 @@ from loops.model import ModelPort
 from loops.processes import scrubbed_env
 from loops.records import TurnRecord
 from loops.tools import Toolbox
+from loops.tracing import RunTracer
 from loops.workflow_files import parse_workflow
 from loops.workflows import Workflow
 from loops.workspace import Workspace
@@ -78,6 +80,7 @@ class Runner:
     model: ModelPort = field(default_factory=default_model)
     clock: Clock = field(default_factory=SystemClock)
     hooks: dict[str, RunHooks] = field(default_factory=dict)
+    tracing: Tracing | None = None
 
     def __post_init__(self) -> None:
         self.queue = RunQueue(self.ledger)
@@ -147,7 +150,11 @@ class Runner:
             workspace, turns = await asyncio.to_thread(self._prepare, run, job, workflow, root)
         except (WorkflowError, WorkspaceError) as exc:
             log.warning("run_not_startable", reason=str(exc))
-            return _failed(run, f"cannot start: {exc}"), None
+            failed = _failed(run, f"cannot start: {exc}")
+            tracer = self._tracer(run, job, job.model or self.settings.model)
+            if tracer is not None:
+                tracer.finish(failed)
+            return failed, None
         deps = self._deps(run, job, workflow, workspace, listeners, stop)
         log.info("loop_started", workflow=workflow.name, model=deps.model_name)
         return await run_loop(deps, RunState.from_turns(turns)), (workflow, workspace.root)
@@ -237,12 +244,18 @@ class Runner:
         judge_model = (
             workflow.exit.judge.model if workflow.exit.judge else None
         ) or self.settings.judge_model
+        model_name = job.model or workflow.model or self.settings.model
+        model = self.model
+        # Traced under the metering: every attempt, retried and failed ones too, is a span.
+        tracer = self._tracer(run, job, model_name)
+        if tracer is not None:
+            model, listeners = tracer.model(model), (*listeners, tracer)
         return EngineDeps(
             run_id=run.id,
             workflow=workflow,
             brakes=run.brakes,
-            model=self.model,
-            model_name=job.model or workflow.model or self.settings.model,
+            model=model,
+            model_name=model_name,
             checker=build_checker(workflow.exit, default_judge_model=judge_model),
             workspace=workspace,
             toolbox=Toolbox(
@@ -265,6 +278,11 @@ class Runner:
             listeners=listeners,
             stop=stop,
         )
+
+    def _tracer(self, run: RunRow, job: JobRow, model_name: str) -> RunTracer | None:
+        if self.tracing is None:
+            return None
+        return self.tracing.tracer(run, job, clock=self.clock, prices=self.prices, model=model_name)
 
 
 @functools.lru_cache(maxsize=64)

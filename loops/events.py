@@ -13,7 +13,7 @@ import structlog
 
 from loops.checking import CheckResult
 from loops.jobs import RunStatus
-from loops.records import TurnRecord
+from loops.records import ToolCallRecord, TurnRecord
 from loops.usage import Usage
 
 log = structlog.get_logger("loops.events")
@@ -33,6 +33,15 @@ class StepFinished:
     step: int
     tools: tuple[str, ...]
     usage: Usage  # run totals after the step
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolFinished:
+    run_id: str
+    turn: int
+    call_id: str
+    record: ToolCallRecord
+    started_at: float  # unix time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +75,7 @@ class RunFinished:
     outcome: Outcome
 
 
-Event = TurnStarted | StepFinished | CheckFinished | TurnFinished | RunFinished
+Event = TurnStarted | StepFinished | ToolFinished | CheckFinished | TurnFinished | RunFinished
 Listener = Callable[[Event], None]
 
 

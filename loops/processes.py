@@ -25,6 +25,11 @@ _GIT_REDIRECTS = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_O
 _KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "USER", "SHELL")
 
 
+def secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential."""
+    return any(marker in name.upper() for marker in _SECRET_MARKERS)
+
+
 def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for maker and check commands: no secrets, no Loopwright settings.
 
@@ -39,7 +44,7 @@ def scrubbed_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         if upper in _KEEP:
             env[name] = value
             continue
-        if upper.startswith(_SECRET_PREFIXES) or any(m in upper for m in _SECRET_MARKERS):
+        if upper.startswith(_SECRET_PREFIXES) or secret_name(upper):
             continue
         if upper.startswith(("OPENAI_", "ANTHROPIC_", "GEMINI_", "MISTRAL_", "COHERE_", "GROQ_")):
             continue

@@ -9,7 +9,14 @@ import structlog
 
 from loops.checking import CheckContext, Verdict
 from loops.engine import Done, EngineDeps, RunState, TurnInProgress, elapsed, record_turn
-from loops.events import CheckFinished, StepFinished, TurnFinished, TurnStarted, emit
+from loops.events import (
+    CheckFinished,
+    StepFinished,
+    ToolFinished,
+    TurnFinished,
+    TurnStarted,
+    emit,
+)
 from loops.model import Message, ModelPort, ModelRequest
 from loops.prompts import system_message, task_message
 from loops.records import TurnRecord
@@ -66,8 +73,19 @@ class MakerStep:
         messages = [*self.messages, response.as_message()]
         for call in response.tool_calls:
             remaining = deps.brakes.remaining_seconds(elapsed(deps, state))
+            started = deps.clock.now()
             record = await deps.toolbox.call(call, timeout=remaining)
             turn.tool_calls.append(record)
+            emit(
+                deps.listeners,
+                ToolFinished(
+                    run_id=deps.run_id,
+                    turn=turn.number,
+                    call_id=call.id,
+                    record=record,
+                    started_at=started,
+                ),
+            )
             state.usage.tool_calls += 1
             messages.append(Message(role="tool", content=record.result, tool_call_id=call.id))
         emit(
