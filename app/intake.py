@@ -164,12 +164,15 @@ class IntakeBatcher(GroupCommit[NewJob, Stored]):
 
     def __init__(self, ledger: Ledger, *, window_seconds: float = 0.0, max_batch: int = 64) -> None:
         super().__init__(
-            ledger.create_jobs,
+            self._create_jobs,
             name="intake-writer",
             window_seconds=window_seconds,
             max_batch=max_batch,
         )
         self.ledger = ledger
+
+    def _create_jobs(self, requests: list[NewJob]) -> list[Stored]:
+        return self.ledger.create_jobs(requests)
 
     async def submit(self, job: LoopJob, workflow: Workflow) -> Stored:
         """Store the job and its queued run, as `Ledger.create_job` does; answers after commit.
