@@ -1,5 +1,5 @@
 """Run the benchmarks: `python -m tests.benchmarks [NAME ...]` (names: engine, cli, intake,
-concurrency, github).
+concurrency, github, slack).
 
 Prints one table and writes the rows to `var/bench/latest.json`. The exit status is 0 whatever
 the timings: benchmarks report, they do not gate.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.benchmarks.report import Row, format_table, write_json
 
-BENCHMARKS = ("engine", "cli", "intake", "concurrency", "github")
+BENCHMARKS = ("engine", "cli", "intake", "concurrency", "github", "slack")
 OUTPUT = Path("var") / "bench" / "latest.json"
 
 

@@ -1,5 +1,6 @@
 """The intake benchmarks' baseline: a FastAPI app whose `POST /api/jobs` and
-`POST /webhooks/github` answer 202 and do nothing else (the body is not read), served the way
+`POST /webhooks/github` answer 202 (`POST /webhooks/slack/commands` 200) and do nothing else
+(the body is not read), served the way
 `loopwright serve` serves the real one (uvicorn, one worker, the stdlib event loop, the same
 HTTP parser, no access log): `python -m tests.benchmarks.bare_service PORT [LOOP]`, where LOOP
 is `asyncio` (the default, as served) or `uvloop` (for comparison).
@@ -23,6 +24,10 @@ def bare_app() -> FastAPI:
     @app.post("/webhooks/github", status_code=202)
     async def receive_github_webhook() -> dict[str, bool]:
         return {"accepted": True}
+
+    @app.post("/webhooks/slack/commands")
+    async def receive_slack_command() -> dict[str, str]:
+        return {"response_type": "ephemeral", "text": "ok"}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,222 @@
+"""The Slack trigger: slash-command answer latency next to a bare endpoint, at concurrency 32.
+
+`loopwright serve` runs as a subprocess with its Slack trigger on (a signing secret; no bot
+token, so progress would go through `response_url`, to `FakeSlack` served from this process).
+Each request is a `/loop bench-slack …` slash command form with its own `trigger_id`, signed
+for real with slack_sdk's `SignatureVerifier` at the time the round's requests are built (well
+inside the 5-minute window). The `load_generator` process sends them over 32 keep-alive
+connections, in rounds interleaved with the same bytes sent to a bare FastAPI
+`POST /webhooks/slack/commands` that answers 200 and reads nothing (`bare_service`).
+
+A 200 from the service costs the command path as it is: the body read, the v0 signature check,
+the form decoding, the allow-lists, the grammar, the workflow lookup, the job and its queued run
+stored durably in the ledger (SQLite, group commit) before the answer that names the run, the
+executor's wake-up and the queued report. The runs stay queued behind a "blocker" run holding the
+only executor slot (its model call waits at a local model server until the end), so the load
+measures the answer, not the runs. Every answer is checked to name a run, and every job to be
+stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from app.ledger import Ledger
+from app.ledger_schema import jobs
+from tests.app.slack_support import SECRET, signed_headers, slash_form
+from tests.benchmarks.bench_intake import _bare, _server
+from tests.benchmarks.report import Row, median
+from tests.support.openai_server import Reply, ScriptedOpenAIServer
+from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
+from tests.support.slack_server import FakeSlack
+
+NAME = "slack"
+CONCURRENCY = 32
+REQUESTS = 2000
+WARMUP = 200
+ROUNDS = 3
+TARGET_P99_MS = 100.0
+BENCH_ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+WORKFLOW_NAME = "bench-slack"
+WORKFLOW = f"""\
+---
+name: {WORKFLOW_NAME}
+workspace: none
+tools: []
+brakes: {{max_turns: 1, max_wall_seconds: 600}}
+exit: {{checks: ["true"]}}
+---
+{{{{ instruction }}}}
+"""
+
+
+def _write_requests(path: Path, count: int, prefix: str, response_url: str) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for number in range(count):
+            body = slash_form(
+                f"{WORKFLOW_NAME} Say hello.",
+                response_url=response_url,
+                trigger_id=f"{prefix}.{number}",
+            )
+            out.write(json.dumps({"headers": signed_headers(body), "body": body.decode()}) + "\n")
+
+
+def _load(url: str, requests: Path) -> dict[str, Any]:
+    argv = [
+        PYTHON,
+        "-m",
+        "tests.benchmarks.load_generator",
+        f"{url}/webhooks/slack/commands",
+        f"--requests-file={requests}",
+        f"--concurrency={CONCURRENCY}",
+        f"--requests={REQUESTS}",
+        f"--warmup={WARMUP}",
+    ]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        argv, cwd=BENCH_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["statuses"] != {"200": REQUESTS}:
+        raise RuntimeError(f"{url}: expected {REQUESTS} × 200, got {result['statuses']}")
+    return result
+
+
+def _service_env(root: Path, model_url: str, slack: FakeSlack) -> dict[str, str]:
+    workflows = root / "workflows"
+    workflows.mkdir(parents=True, exist_ok=True)
+    (workflows / f"{WORKFLOW_NAME}.md").write_text(WORKFLOW, encoding="utf-8")
+    env = service_env(root, workflows, model_url, free_port())
+    env.update(
+        {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LOOPWRIGHT_MAX_CONCURRENT_RUNS": "1",
+            "LOOPWRIGHT_SLACK__SIGNING_SECRET": SECRET,
+            "LOOPWRIGHT_SLACK__API_URL": slack.api_url,
+        }
+    )
+    return env
+
+
+def _hold_executor(url: str, model: ScriptedOpenAIServer) -> None:
+    job = {"workflow": WORKFLOW_NAME, "instruction": "Hold the slot.", "idempotency_key": "hold"}
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    response = httpx.post(f"{url}/api/jobs", json=job, headers=headers, timeout=10)
+    if response.status_code != 202:
+        raise RuntimeError(f"blocker job refused: {response.status_code} {response.text}")
+    if not model.wait_for_requests(1, timeout=120):
+        raise RuntimeError("the blocker run never called the model")
+
+
+def _check_answer(url: str, slack: FakeSlack) -> None:
+    body = slash_form(f"{WORKFLOW_NAME} check", response_url=slack.response_url("check"))
+    answer = httpx.post(
+        f"{url}/webhooks/slack/commands", content=body, headers=signed_headers(body), timeout=10
+    ).json()
+    if not answer.get("text", "").startswith("Queued run `"):
+        raise RuntimeError(f"the answer names no run: {answer}")
+
+
+def _measure(root: Path) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {"service": [], "bare": []}
+    gate = threading.Event()
+    with (
+        FakeSlack() as slack,
+        ScriptedOpenAIServer([Reply(content="held", gate=gate)]) as model,
+        ExitStack() as stack,
+    ):
+        stack.callback(gate.set)
+        env = _service_env(root, model.url, slack)
+        argv = [LOOPWRIGHT, "serve"]
+        url, _ = stack.enter_context(
+            _server(argv, env, int(env["LOOPWRIGHT_PORT"]), root / "service.log")
+        )
+        bare_url = _bare(stack, root, "asyncio")
+        _hold_executor(url, model)
+        _check_answer(url, slack)
+        for number in range(ROUNDS):
+            requests = root / f"round{number}.jsonl"
+            _write_requests(requests, WARMUP + REQUESTS, f"r{number}", slack.response_url("b"))
+            results["service"].append(_load(url, requests))
+            results["bare"].append(_load(bare_url, requests))
+    _check_stored(env)
+    return results
+
+
+def _check_stored(env: dict[str, str]) -> None:
+    ledger = Ledger(f"sqlite:///{Path(env['LOOPWRIGHT_DATA_DIR']) / 'loopwright.db'}")
+    try:
+        with ledger.transaction(write=False) as conn:
+            query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.source == "slack")
+            stored = int(conn.execute(query).scalar_one())
+    finally:
+        ledger.close()
+    expected = ROUNDS * (WARMUP + REQUESTS) + 1
+    if stored != expected:
+        raise RuntimeError(f"expected {expected} Slack jobs stored, found {stored}")
+
+
+def _stat(results: list[dict[str, Any]], key: str) -> float:
+    return median([float(r[key]) for r in results])
+
+
+def _rows(results: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    label = f"{NAME} POST /webhooks/slack/commands ×{CONCURRENCY}"
+    counts = f"median of {ROUNDS} rounds of {REQUESTS} after {WARMUP} warm-up"
+    rows: list[Row] = []
+    for variant, key, note in (
+        ("bare FastAPI 200", "bare", f"baseline, reads nothing; {counts}"),
+        ("loopwright slash command", "service", f"signed, run stored before the answer; {counts}"),
+    ):
+        p99 = _stat(results[key], "p99_ms")
+        target = (
+            f"target < {TARGET_P99_MS:g} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'}; "
+            if key == "service"
+            else ""
+        )
+        rows += [
+            Row(
+                benchmark=label,
+                variant=f"{variant} throughput",
+                value=_stat(results[key], "rps"),
+                unit="req/s",
+                note=note,
+            ),
+            Row(
+                benchmark=label,
+                variant=f"{variant} p50",
+                value=_stat(results[key], "p50_ms"),
+                unit="ms",
+            ),
+            Row(
+                benchmark=label,
+                variant=f"{variant} p99",
+                value=p99,
+                unit="ms",
+                note=f"{target}max {_stat(results[key], 'max_ms'):.1f} ms",
+            ),
+        ]
+    return rows
+
+
+def run() -> list[Row]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="loopwright-bench-slack-") as tmp:
+        results = _measure(Path(tmp))
+    print(f"slack benchmark took {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return _rows(results)
