@@ -7,6 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from app import regress_args
+
 EXIT_CODES = (
     "exit status: 0 passed, 1 errored, 2 bad usage or input, 3 braked, 4 stuck, 130 cancelled"
 )
@@ -56,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     wf_sub = workflows.add_subparsers(dest="workflows_command", required=True, metavar="ACTION")
     check = wf_sub.add_parser("check", help="report every problem as file:line: reason")
     check.add_argument("paths", nargs="*", help="files or directories (default: workflows dir)")
+
+    schedules = sub.add_parser("schedules", help="scheduled workflows and their next fire times")
+    schedules.add_argument("--count", type=int, default=3, help="fire times to show (default: 3)")
+    schedules.add_argument("--json", action="store_true")
+
+    regress_args.add_parser(sub)
     return parser
 
 

@@ -33,6 +33,8 @@ def dispatch(args: argparse.Namespace) -> int:
         "run": cmd_run,
         "runs": cmd_runs,
         "workflows": cmd_workflows,
+        "schedules": cmd_schedules,
+        "regress": cmd_regress,
     }
     return handlers[args.command](args)
 
@@ -95,6 +97,29 @@ def cmd_workflows(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from app.schedule_views import list_schedules
+
+    if args.count < 1:
+        raise UsageProblem(f"--count must be at least 1, not {args.count}")
+    settings = _settings()
+    list_schedules(
+        settings.workflows_dir, now=datetime.now(UTC), count=args.count, as_json=args.json
+    )
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    from app.regress_cli import RegressProblem, cmd_regress
+
+    try:
+        return cmd_regress(args, _settings())
+    except RegressProblem as exc:
+        raise UsageProblem(str(exc)) from exc
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from loops.jobs import LoopJob
 
@@ -114,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = _runner(settings)
     _, run, _ = runner.queue.submit_claimed(job, workflow, local_claim())
     print(f"run {run.id} · {workflow.summary()}", flush=True)
-    return _foreground(runner, run.id)
+    return _foreground(runner, run)
 
 
 def _find_workflow(settings: Settings, ref: str) -> Workflow:
@@ -137,10 +162,15 @@ def _find_workflow(settings: Settings, ref: str) -> Workflow:
     )
 
 
-def _runner(settings: Settings) -> Runner:
+def _runner(settings: Settings, ledger: Ledger | None = None) -> Runner:
     from app.runner import Runner
+    from app.tracing import secret_values, start_tracing
 
-    return Runner(settings=settings, ledger=_ledger(settings))
+    ledger = ledger or _ledger(settings)
+    tracing = start_tracing(
+        settings.opik, capture_content=settings.trace_content, secrets=secret_values(settings)
+    )
+    return Runner(settings=settings, ledger=ledger, tracing=tracing)
 
 
 def local_claim() -> Claim:
@@ -155,10 +185,13 @@ def local_claim() -> Claim:
     )
 
 
-def _foreground(runner: Runner, run_id: str) -> int:
+def _foreground(runner: Runner, run: RunRow) -> int:
     """Run to the end. Ctrl-C, SIGTERM or `runs cancel` (from anywhere) cancel the loop,
     which records `cancelled`; a heartbeat tells services sharing the ledger it is alive."""
     from app.progress import ProgressPrinter
+
+    run_id = run.id
+    trace_url = runner.tracing.url_for(run) if runner.tracing is not None else None
 
     async def go() -> Outcome:
         task = asyncio.create_task(runner.run(run_id, listeners=(ProgressPrinter(),)))
@@ -171,7 +204,13 @@ def _foreground(runner: Runner, run_id: str) -> int:
         finally:
             watcher.cancel()
 
-    outcome = asyncio.run(go())
+    try:
+        outcome = asyncio.run(go())
+    finally:
+        if runner.tracing is not None:
+            runner.tracing.close()  # bounded by OPIK_DEFAULT_FLUSH_TIMEOUT
+    if trace_url:
+        print(f"trace {trace_url}", flush=True)
     return STATUS_EXIT.get(outcome.status, 1)
 
 
@@ -199,7 +238,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if run is None:
         raise UsageProblem(f"no run {args.run!r}")
     if action == "show":
-        return run_views.show_run(ledger, run, as_json=args.json)
+        from app.tracing import Tracing
+
+        trace_url = Tracing(settings.opik, None).link(run)
+        return run_views.show_run(ledger, run, as_json=args.json, trace_url=trace_url)
     if action == "cancel":
         return _cancel(ledger, run)
     return _resume(settings, ledger, run, args)
@@ -225,9 +267,9 @@ def _cancel(ledger: Ledger, run: RunRow) -> int:
 
 def _resume(settings: Settings, ledger: Ledger, run: RunRow, args: argparse.Namespace) -> int:
     from app.run_queue import RunStateError
-    from app.runner import Runner, process_alive
+    from app.runner import process_alive
 
-    runner = Runner(settings=settings, ledger=ledger)
+    runner = _runner(settings, ledger)
     if run.status == "running":
         if process_alive(run.pid, run.host):
             raise UsageProblem(f"run {run.id} is still running in process {run.pid}")
@@ -248,7 +290,7 @@ def _resume(settings: Settings, ledger: Ledger, run: RunRow, args: argparse.Name
     except RunStateError as exc:
         raise UsageProblem(str(exc)) from exc
     print(f"resuming run {run.id} after turn {resumed.turns_done} ({run.status})", flush=True)
-    return _foreground(runner, run.id)
+    return _foreground(runner, resumed)
 
 
 def dump_json(value: object) -> None:

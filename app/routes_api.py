@@ -202,9 +202,9 @@ def _detail(services: Services, run_id: str) -> RunDetail:
     job = services.ledger.get_job(run.job_id)
     turns = services.ledger.turns(run.id)
     stale = _stale_after(services)
-    # Tracing is not wired up yet; the field is in the contract so clients can rely on it.
+    trace_url = services.tracing.link(run) if services.tracing is not None else None
     return run_detail(
-        run, job, turns, interrupted=_interrupted(run, stale_after=stale), trace_url=None
+        run, job, turns, interrupted=_interrupted(run, stale_after=stale), trace_url=trace_url
     )
 
 

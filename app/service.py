@@ -30,7 +30,11 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
 from app.run_queue import RunQueue
 from app.runner import Runner
+from app.scheduler import Scheduler
 from app.settings import Settings
+from app.slack_trigger import SlackParts, SlackTrigger, start_slack_trigger
+from app.slack_trigger import trigger_state as slack_trigger_state
+from app.tracing import Tracing, opik_state, secret_values, start_tracing
 from loops.model import ModelPort
 from loops.reporting import Reporter
 from triggers.commands import bare_login
@@ -55,8 +59,11 @@ class Services:
     metrics: Metrics
     deliveries: DeliveryStore
     github: GitHubTrigger | None = None
+    slack: SlackTrigger | None = None
+    scheduler: Scheduler | None = None
     triggers: dict[str, tuple[bool, str]] = field(default_factory=dict)
     """Which triggers are on in this process, and why (not)."""
+    tracing: Tracing | None = None
 
 
 def create_app(
@@ -103,10 +110,12 @@ def create_app(
     from app.routes_api import api_router
     from app.routes_github import github_router
     from app.routes_ops import ops_router
+    from app.routes_slack import slack_router
 
     app.include_router(ops_router())
     app.include_router(api_router())
     app.include_router(github_router())
+    app.include_router(slack_router())
     app.add_middleware(JobIntakeMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
     return app
@@ -127,12 +136,15 @@ async def _start(
     await asyncio.to_thread(ledger.migrate)
     catalog = WorkflowCatalog(settings.workflows_dir)
     catalog.current()
-    runner = (
-        Runner(settings=settings, ledger=ledger, model=model)
-        if model is not None
-        else Runner(settings=settings, ledger=ledger)
+    tracing = start_tracing(
+        settings.opik, capture_content=settings.trace_content, secrets=secret_values(settings)
     )
-    reports = ReportHub(reporters)
+    runner = (
+        Runner(settings=settings, ledger=ledger, model=model, tracing=tracing)
+        if model is not None
+        else Runner(settings=settings, ledger=ledger, tracing=tracing)
+    )
+    reports = ReportHub(reporters, trace_url=tracing.trace_url)
     reports.start()
     config = executor_config or ExecutorConfig(
         max_concurrent_runs=settings.max_concurrent_runs,
@@ -157,6 +169,7 @@ async def _start(
         metrics=metrics,
         deliveries=deliveries,
         delivery_intake=GroupCommit(deliveries.record_many, name="delivery-writer"),
+        tracing=tracing,
     )
     parts = TriggerParts(
         settings=settings,
@@ -169,14 +182,38 @@ async def _start(
     services.github, github_why = start_github_trigger(parts, client=github, config=github_config)
     if services.github is not None:
         runner.hooks["github"] = GitHubRunHooks(services.github.client, _checkouts(settings))
+        # A schedule's `repo` target and a Slack command's `repo=` are cloned through GitHub,
+        # as a comment's repository is.
+        runner.hooks["cron"] = runner.hooks["slack"] = runner.hooks["github"]
+    services.scheduler = Scheduler(
+        catalog=catalog,
+        runner=runner,
+        reports=reports,
+        wake=executor.wake,
+        clones_repos=services.github is not None,
+    )
+    services.scheduler.sync(services.scheduler.wanted())
+    services.slack, slack_why = start_slack_trigger(
+        SlackParts(
+            settings=settings,
+            catalog=catalog,
+            intake=intake,
+            runner=runner,
+            executor=executor,
+            reports=reports,
+        )
+    )
     services.triggers = {
         **trigger_states(settings),
         "github": (services.github is not None, github_why),
+        "slack": (services.slack is not None, slack_why),
+        "schedule": services.scheduler.state(),
     }
     _log_start(services)
     await executor.start()
     intake.start()
     services.delivery_intake.start()
+    await services.scheduler.start()
     # What start-up built (modules, the app, the engine) lives as long as the process: out of
     # the cyclic collector's sight, full collections stop walking it (~70 ms a time otherwise,
     # with the event loop stopped).
@@ -186,6 +223,8 @@ async def _start(
 
 async def _stop(services: Services) -> None:
     log.info("service_stopping")
+    if services.scheduler is not None:
+        await services.scheduler.stop()  # no new runs from schedules
     github = services.github
     if github is not None:
         await github.processor.stop()  # no new runs from comments
@@ -194,6 +233,10 @@ async def _stop(services: Services) -> None:
     await services.executor.shutdown()
     # Runs' last reports go out through the GitHub client: it closes after them.
     await services.reports.stop()
+    if services.tracing is not None:
+        await asyncio.to_thread(services.tracing.close)  # bounded by the flush timeout
+    if services.slack is not None:
+        await services.slack.stop()
     if github is not None:
         await github.stop()
     services.ledger.close()
@@ -213,6 +256,8 @@ def _log_start(services: Services) -> None:
     )
     for name, (enabled, why) in services.triggers.items():
         log.info("trigger_enabled" if enabled else "trigger_disabled", trigger=name, reason=why)
+    traced, why = opik_state(settings.opik)
+    log.info("tracing_enabled" if traced else "tracing_disabled", reason=why)
 
 
 def _checkouts(settings: Settings) -> Checkouts:
@@ -234,4 +279,5 @@ def trigger_states(settings: Settings) -> dict[str, tuple[bool, str]]:
             else (False, "LOOPWRIGHT_API_TOKEN is not set")
         ),
         "github": trigger_state(settings.github),
+        "slack": slack_trigger_state(settings.slack),
     }

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.opik_settings import OpikSettings
+
 
 class GitHubSettings(BaseModel):
     webhook_secret: SecretStr | None = None
@@ -25,6 +27,10 @@ class SlackSettings(BaseModel):
     signing_secret: SecretStr | None = None
     bot_token: SecretStr | None = None
     api_url: str = "https://slack.com/api"
+    allowed_users: list[str] = Field(default_factory=list)
+    """Slack user ids that may use the service; empty: everyone in the workspace."""
+    allowed_channels: list[str] = Field(default_factory=list)
+    """Channel ids where the service takes commands; empty: every channel it is in."""
 
 
 class Settings(BaseSettings):
@@ -45,6 +51,9 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     github: GitHubSettings = Field(default_factory=GitHubSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    opik: OpikSettings = Field(default_factory=OpikSettings)
+    trace_content: bool = True
+    """Capture prompts, completions, tool arguments and results in traces (always redacted)."""
 
     # Not in the public contract's list, but every deployment needs to set them.
     fallback_input_usd_per_mtok: float = Field(default=10.0, ge=0)
