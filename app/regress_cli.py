@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from app.opik_regress import ExperimentItem, OpikRegress, OpikUnavailable
+from app.opik_sink import ExperimentItem, OpikRegress, OpikUnavailable
 from app.regress_args import DEFAULT_DIR
 from app.regress_cases import Case, case_files, read_case
 from app.regress_export import Exporter, ExportOptions

@@ -24,7 +24,7 @@ from typing import Any
 
 from app.checkouts import RECORD_NAME
 from app.ledger import JobRow, Ledger, RunRow
-from app.opik_regress import DatasetItem, OpikRegress
+from app.opik_sink import DatasetItem, OpikRegress
 from app.regress_cases import (
     Answer,
     Case,

@@ -91,7 +91,7 @@ def opik_state(config: OpikSettings) -> tuple[bool, str]:
     """Whether runs are traced, and why (not)."""
     if config.url_override:
         return True, f"OPIK_URL_OVERRIDE is set; project {config.project_name!r}"
-    if config.api_key is not None:
+    if config.api_key is not None and config.api_key.get_secret_value().strip():
         return True, f"OPIK_API_KEY is set; project {config.project_name!r}"
     return False, "neither OPIK_URL_OVERRIDE nor OPIK_API_KEY is set"
 

@@ -18,7 +18,7 @@ import pytest
 
 from app.cli import main
 from app.ledger import Ledger
-from app.opik_regress import OpikRegress
+from app.opik_sink import OpikRegress
 from app.regress_cases import read_case, write_case
 from app.regress_export import Exporter, ExportOptions, parse_duration
 from app.runner import Runner
