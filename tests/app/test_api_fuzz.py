@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -66,12 +67,34 @@ def test_no_input_makes_the_api_fail(tmp_path: Path, method: str, path: str) -> 
     @given(case=cases)
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     def answers_sensibly(case: schemathesis.Case) -> None:
+        assume(still_invalid_when_sent(case))
         case.call_and_validate(headers=AUTH, checks=CHECKS)
 
     try:
         answers_sensibly()
     finally:
         shutdown_lifespans()
+
+
+def still_invalid_when_sent(case: schemathesis.Case) -> bool:
+    """False for a negative case whose every mutation is undone on its way out: a missing
+    Authorization header (the test sends the token with every request) or extra query
+    parameters whose only values are empty lists (the HTTP client leaves those out), so what
+    reaches the API is a valid request."""
+    meta = case.meta
+    if meta is None:
+        return True
+    negative = {loc for loc in ParameterLocation if meta.is_negative_at(loc)}
+    if not negative:
+        return True
+    undone = {ParameterLocation.HEADER}
+    extra = [value for name, value in (case.query or {}).items() if name not in KNOWN_QUERY]
+    if extra and all(value == [] for value in extra):
+        undone.add(ParameterLocation.QUERY)
+    return not negative <= undone
+
+
+KNOWN_QUERY = frozenset({"status", "workflow", "source", "limit", "cursor"})
 
 
 def test_every_valid_job_for_a_known_workflow_is_accepted(tmp_path: Path) -> None:
