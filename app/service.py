@@ -30,6 +30,7 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
 from app.run_queue import RunQueue
 from app.runner import Runner
+from app.schedule_reporter import ScheduleReporter
 from app.scheduler import Scheduler
 from app.settings import Settings
 from app.slack_trigger import SlackParts, SlackTrigger, start_slack_trigger
@@ -202,6 +203,13 @@ async def _start(
             executor=executor,
             reports=reports,
         )
+    )
+    # Scheduled runs report to the Slack channel or GitHub issue their schedule names.
+    reports.register_default(
+        "cron",
+        ScheduleReporter(
+            slack=reports.reporters.get("slack"), github=reports.reporters.get("github")
+        ),
     )
     services.triggers = {
         **trigger_states(settings),

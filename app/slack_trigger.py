@@ -115,7 +115,7 @@ def start_slack_trigger(
     token = settings.bot_token.get_secret_value() if settings.bot_token else None
     client = SlackClient(http, api_url=settings.api_url, token=token or None)
     if not parts.reports.wants("slack"):  # a reporter given to create_app wins (tests)
-        parts.reports.reporters["slack"] = SlackReporter(client, parts.runner.ledger)
+        parts.reports.register_default("slack", SlackReporter(client, parts.runner.ledger))
     handlers = SlackHandlers(
         catalog=parts.catalog,
         intake=parts.intake,
