@@ -218,6 +218,25 @@ async def test_opik_down_leaves_the_run_alone_and_shutdown_bounded(
         assert time.monotonic() - closing < FLUSH_TIMEOUT + 4
 
 
+async def test_traces_written_while_opik_was_down_are_sent_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    url = refused_url()
+    runner, run_id, _ = run_traced(tmp_path, url)
+    outcome = await runner.run(run_id)
+    assert outcome.status == "passed", outcome.reason
+
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with OpikRecorder(port=port) as opik:  # Opik is back, where it was
+        opik.wait_for(lambda: len(opik.traces()) == 1 and len(opik.spans()) >= 3, timeout=60)
+        assert runner.tracing is not None
+        runner.tracing.close()
+
+    [trace] = opik.traces()
+    assert trace["name"] == "make-done"
+    assert {s["type"] for s in opik.spans()} >= {"llm", "tool"}
+
+
 def test_trace_links_point_at_the_configured_opik(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     ledger = Ledger(settings.ledger_url)

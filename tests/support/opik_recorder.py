@@ -50,13 +50,13 @@ def _validated(model: type[BaseModel], item: dict[str, Any]) -> dict[str, Any]:
 
 
 class OpikRecorder:
-    def __init__(self, *, hang: bool = False) -> None:
+    def __init__(self, *, hang: bool = False, port: int = 0) -> None:
         self.hang = hang
         self.received: list[Received] = []
         self.problems: list[str] = []
         self._released = threading.Event()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.extra_tags: dict[str, list[str]] = {}
