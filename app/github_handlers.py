@@ -21,8 +21,7 @@ from app.ledger import RunRow
 from app.reports import ReportHub
 from app.run_lookup import runs_by_concurrency_key
 from app.run_queue import RunStateError
-from app.runner import Runner, frozen_workflow, run_interrupted
-from loops.brakes import Brakes
+from app.runner import Runner, resumed_brakes, run_interrupted
 from loops.jobs import ACTIVE_STATUSES, RunStatus
 from triggers.commands import (
     Command,
@@ -171,7 +170,7 @@ class CommandHandlers:
         if run is None:
             await self.reply(thread, replies.not_resumed(author, problem))
             return f"not resumed: {problem}"
-        brakes, extra_turns = await asyncio.to_thread(self._resumed_brakes, run)
+        brakes, extra_turns = await asyncio.to_thread(resumed_brakes, self.runner.ledger, run)
         try:
             if run.status == "running" and self._interrupted(run):
                 if not await asyncio.to_thread(self.runner.queue.recover, run, brakes=brakes):
@@ -190,23 +189,6 @@ class CommandHandlers:
         await self._react(thread)
         await self.reply(thread, replies.resumed(author, run, extra_turns=extra_turns))
         return f"resumed run {run.id}"
-
-    def _resumed_brakes(self, run: RunRow) -> tuple[Brakes | None, int]:
-        """A braked run gets another round of its workflow's own budget (nothing the comment
-        says can change it); any other run resumes with the brakes it had."""
-        if run.status != "braked":
-            return None, 0
-        job = self.runner.ledger.get_job(run.job_id)
-        if job is None:
-            return None, 0
-        base = frozen_workflow(job.workflow_source, job.workflow_path).brakes
-        brakes = run.brakes.extended(
-            turns=base.max_turns,
-            cost_usd=base.max_cost_usd or 0.0,
-            tokens=base.max_total_tokens or 0,
-            seconds=base.max_wall_seconds or 0.0,
-        )
-        return brakes, base.max_turns
 
     async def _runs(self, thread: Thread, limit: int) -> list[RunRow]:
         ledger = self.runner.ledger

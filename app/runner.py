@@ -23,6 +23,7 @@ from app.run_queue import RunQueue
 from app.settings import Settings
 from app.tracing import Tracing
 from checkers.factory import build_checker
+from loops.brakes import Brakes
 from loops.clock import Clock, SystemClock
 from loops.engine import EngineDeps, RunState, run_loop
 from loops.errors import WorkflowError, WorkspaceError
@@ -292,6 +293,27 @@ def frozen_workflow(source: str, path: str) -> Workflow:
     Sharing one value between runs is safe: a `Workflow` is frozen.
     """
     return parse_workflow(source, path)
+
+
+def resumed_brakes(ledger: Ledger, run: RunRow) -> tuple[Brakes | None, int]:
+    """The brakes a run resumed from a chat command gets, and the turns they add.
+
+    A braked run gets another round of its workflow's own budget (nothing a comment or message
+    says can change it); any other run resumes with the brakes it had (None, 0).
+    """
+    if run.status != "braked":
+        return None, 0
+    job = ledger.get_job(run.job_id)
+    if job is None:
+        return None, 0
+    base = frozen_workflow(job.workflow_source, job.workflow_path).brakes
+    brakes = run.brakes.extended(
+        turns=base.max_turns,
+        cost_usd=base.max_cost_usd or 0.0,
+        tokens=base.max_total_tokens or 0,
+        seconds=base.max_wall_seconds or 0.0,
+    )
+    return brakes, base.max_turns
 
 
 def _failed(run: RunRow, reason: str) -> Outcome:

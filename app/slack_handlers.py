@@ -24,8 +24,7 @@ from app.ledger import RunRow
 from app.reports import ReportHub
 from app.run_lookup import runs_by_concurrency_key
 from app.run_queue import RunStateError
-from app.runner import Runner, frozen_workflow, run_interrupted
-from loops.brakes import Brakes
+from app.runner import Runner, resumed_brakes, run_interrupted
 from loops.jobs import ACTIVE_STATUSES, LoopJob
 from triggers.commands import (
     InvalidCommand,
@@ -145,7 +144,7 @@ class SlackHandlers:
         run, problem = _pick(await self._runs(scope, _SCOPE_RUNS), ref)
         if run is None:
             return say.not_resumed(problem)
-        brakes, extra_turns = await asyncio.to_thread(self._resumed_brakes, run)
+        brakes, extra_turns = await asyncio.to_thread(resumed_brakes, self.runner.ledger, run)
         try:
             if run.status == "running" and self._interrupted(run):
                 if not await asyncio.to_thread(self.runner.queue.recover, run, brakes=brakes):
@@ -161,21 +160,6 @@ class SlackHandlers:
         if job is not None:
             self.reports.submit(self.reports.report("queued", resumed, job, status="queued"))
         return say.resumed(run.id, extra_turns)
-
-    def _resumed_brakes(self, run: RunRow) -> tuple[Brakes | None, int]:
-        """A braked run gets another round of its workflow's own budget; nothing a message says
-        changes it."""
-        job = self.runner.ledger.get_job(run.job_id) if run.status == "braked" else None
-        if job is None:
-            return None, 0
-        base = frozen_workflow(job.workflow_source, job.workflow_path).brakes
-        brakes = run.brakes.extended(
-            turns=base.max_turns,
-            cost_usd=base.max_cost_usd or 0.0,
-            tokens=base.max_total_tokens or 0,
-            seconds=base.max_wall_seconds or 0.0,
-        )
-        return brakes, base.max_turns
 
     async def _runs(self, scope: str, limit: int) -> list[RunRow]:
         ledger = self.runner.ledger
