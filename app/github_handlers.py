@@ -22,7 +22,7 @@ from app.reports import ReportHub
 from app.run_lookup import runs_by_concurrency_key
 from app.run_queue import RunStateError
 from app.runner import Runner, resumed_brakes, run_interrupted
-from loops.jobs import ACTIVE_STATUSES, RunStatus
+from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES
 from triggers.commands import (
     Command,
     InvalidCommand,
@@ -36,8 +36,6 @@ from triggers.github import CommentEvent, to_loop_job
 
 log = structlog.get_logger("app.github")
 
-STOPPED: frozenset[RunStatus] = frozenset({"braked", "stuck", "cancelled", "errored"})
-"""What `/loop resume` without a run picks up: the newest run of the thread in one of these."""
 MIN_RUN_PREFIX = 4
 _THREAD_RUNS = 100
 
@@ -205,7 +203,7 @@ def _pick(runs: list[RunRow], ref: str | None, noun: str) -> tuple[RunRow | None
     Only this thread's runs are looked at, so a comment can neither resume nor learn of a run
     of another repository."""
     if ref is None:
-        stopped = [run for run in runs if run.status in STOPPED]
+        stopped = [run for run in runs if run.status in STOPPED_STATUSES]
         if stopped:
             return stopped[0], ""
         return None, f"no run of this {noun} is braked, stuck, cancelled or errored"

@@ -13,9 +13,9 @@ import re
 from collections.abc import Mapping, Sequence
 
 from app.github_replies import MARKER
-from app.progress import money
+from app.progress import ENDINGS, money
 from loops.checking import CheckResult
-from loops.jobs import ACTIVE_STATUSES, RunStatus
+from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES
 from loops.reporting import RunReport
 
 MAX_COMMENT_CHARS = 65_536
@@ -26,15 +26,6 @@ MAX_CHECKS = 25
 MAX_CHECK_NAME_CHARS = 120
 MAX_PUBLISH_REASON_CHARS = 300
 
-_STOPPED: frozenset[RunStatus] = frozenset({"braked", "stuck", "cancelled", "errored"})
-
-_ENDINGS: Mapping[RunStatus, str] = {
-    "passed": "The run passed",
-    "braked": "A brake stopped the run",
-    "stuck": "The run is stuck",
-    "cancelled": "The run was cancelled",
-    "errored": "The run failed with an error",
-}
 _BACKTICKS = re.compile(r"`+")
 _DIFF_FRAME_CHARS = 200  # the diff block's own text around the lines: summary, fence, cut note
 
@@ -108,7 +99,7 @@ def _ending(report: RunReport) -> str:
             "service next starts."
         )
     reason = _cap(" ".join(report.reason.split()), MAX_REASON_CHARS)
-    ending = _ENDINGS.get(report.status, f"The run ended as {report.status}")
+    ending = ENDINGS.get(report.status, f"The run ended as {report.status}")
     return f"**{ending}**" + (f": {reason}" if reason else ".")
 
 
@@ -184,7 +175,7 @@ def _lines(count: int) -> str:
 def _hint(report: RunReport) -> str:
     if report.status in ACTIVE_STATUSES:
         return "Comment `/loop stop` to stop it."
-    if report.kind == "finished" and report.status in _STOPPED:
+    if report.kind == "finished" and report.status in STOPPED_STATUSES:
         return f"Comment `/loop resume {report.run_id}` to continue."
     return ""
 

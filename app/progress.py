@@ -17,6 +17,14 @@ from loops.events import (
 from loops.usage import Usage
 
 MARKS = {True: "✓", False: "✗"}
+ENDINGS: dict[str, str] = {
+    "passed": "The run passed",
+    "braked": "A brake stopped the run",
+    "stuck": "The run is stuck",
+    "cancelled": "The run was cancelled",
+    "errored": "The run failed with an error",
+}
+"""How progress messages (GitHub, Slack) say a run ended, by status."""
 
 
 def money(usd: float) -> str:

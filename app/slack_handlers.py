@@ -18,14 +18,14 @@ import structlog
 from app import slack_messages as say
 from app.catalog import WorkflowCatalog
 from app.executor import Executor
-from app.github_handlers import MIN_RUN_PREFIX, STOPPED
+from app.github_handlers import MIN_RUN_PREFIX
 from app.intake import IntakeBatcher
 from app.ledger import RunRow
 from app.reports import ReportHub
 from app.run_lookup import runs_by_concurrency_key
 from app.run_queue import RunStateError
 from app.runner import Runner, resumed_brakes, run_interrupted
-from loops.jobs import ACTIVE_STATUSES, LoopJob
+from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES, LoopJob
 from triggers.commands import (
     InvalidCommand,
     MentionCommand,
@@ -172,7 +172,7 @@ class SlackHandlers:
 def _pick(runs: list[RunRow], ref: str | None) -> tuple[RunRow | None, str]:
     """The run `/loop resume [ref]` means among the runs here, or why there is none."""
     if ref is None:
-        stopped = [run for run in runs if run.status in STOPPED]
+        stopped = [run for run in runs if run.status in STOPPED_STATUSES]
         if stopped:
             return stopped[0], ""
         return None, "no run here is braked, stuck, cancelled or errored"

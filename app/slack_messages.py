@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.ledger import RunRow
-from app.progress import money
+from app.progress import ENDINGS, money
 from loops.checking import CheckResult
-from loops.jobs import ACTIVE_STATUSES, RunStatus
+from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES, RunStatus
 from loops.reporting import RunReport
 
 MAX_CHECKS = 10
@@ -23,14 +23,6 @@ MAX_REASON_CHARS = 500
 MAX_TEXT_CHARS = 2_900
 """Slack's limit on a section block's text is 3,000 characters."""
 
-_STOPPED: frozenset[RunStatus] = frozenset({"braked", "stuck", "cancelled", "errored"})
-_ENDINGS: Mapping[RunStatus, str] = {
-    "passed": "The run passed",
-    "braked": "A brake stopped the run",
-    "stuck": "The run is stuck",
-    "cancelled": "The run was cancelled",
-    "errored": "The run failed with an error",
-}
 _ICONS: Mapping[RunStatus, str] = {
     "queued": ":hourglass_flowing_sand:",
     "running": ":arrows_counterclockwise:",
@@ -166,14 +158,14 @@ def _ending(report: RunReport) -> str:
     if report.status == "queued":
         return "The service stopped during this run: it resumes when the service next starts."
     reason = escape(_cap(" ".join(report.reason.split()), MAX_REASON_CHARS))
-    ending = _ENDINGS.get(report.status, f"The run ended as {report.status}")
+    ending = ENDINGS.get(report.status, f"The run ended as {report.status}")
     return f"*{ending}*" + (f": {reason}" if reason else ".")
 
 
 def _hint(report: RunReport) -> str:
     if report.status in ACTIVE_STATUSES:
         return "`/loop stop` stops it."
-    if report.kind == "finished" and report.status in _STOPPED:
+    if report.kind == "finished" and report.status in STOPPED_STATUSES:
         return f"`/loop resume {report.run_id}` continues it."
     return ""
 

@@ -8,6 +8,9 @@ from typing import Literal
 Source = Literal["cli", "api", "github", "slack", "cron"]
 RunStatus = Literal["queued", "running", "passed", "braked", "stuck", "cancelled", "errored"]
 ACTIVE_STATUSES: frozenset[RunStatus] = frozenset({"queued", "running"})
+STOPPED_STATUSES: frozenset[RunStatus] = frozenset({"braked", "stuck", "cancelled", "errored"})
+"""Ended without passing, and can go on: what `/loop resume` picks up, and what a progress
+message tells how to resume."""
 RESUMABLE_STATUSES: frozenset[RunStatus] = frozenset(
     {"braked", "stuck", "cancelled", "errored", "running"}
 )
