@@ -41,9 +41,6 @@ for anyone's first command.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -59,8 +56,8 @@ from app.ledger import Ledger
 from app.ledger_schema import deliveries
 from tests.app.github_support import AUTHOR, BOT, HOOK_ID, REPO, SECRET, fixture, stand_in
 from tests.app.github_support import TOKEN as GITHUB_TOKEN
-from tests.benchmarks.bench_intake import _bare, _server
 from tests.benchmarks.report import Row, median, percentile
+from tests.benchmarks.serving import bare, hold_executor, load, server
 from tests.support.github_server import FakeGitHub
 from tests.support.github_state import Answer
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
@@ -79,8 +76,6 @@ SETTLE_SECONDS = 0.1  # quiet time after a run ends, before the next delivery
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 TARGET_FIRST_CALL_MS = 100.0
-BENCH_ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 WORKFLOW_NAME = "bench-github"
 COMMAND = f"/loop {WORKFLOW_NAME} Say hello."
 WORKFLOW = f"""\
@@ -163,42 +158,20 @@ def _service_env(
 
 def _serve(stack: ExitStack, env: dict[str, str], log: Path) -> str:
     argv = [LOOPWRIGHT, "serve"]
-    url, _ = stack.enter_context(_server(argv, env, int(env["LOOPWRIGHT_PORT"]), log))
+    url, _ = stack.enter_context(server(argv, env, int(env["LOOPWRIGHT_PORT"]), log))
     return url
 
 
-def _hold_executor(url: str, model: ScriptedOpenAIServer) -> None:
-    """Queue the blocker run through the API and wait until it holds the slot at the model."""
-    job = {"workflow": WORKFLOW_NAME, "instruction": "Hold the slot.", "idempotency_key": "hold"}
-    headers = {"authorization": f"Bearer {TOKEN}"}
-    response = httpx.post(f"{url}/api/jobs", json=job, headers=headers, timeout=10)
-    if response.status_code != 202:
-        raise RuntimeError(f"blocker job refused: {response.status_code} {response.text}")
-    if not model.wait_for_requests(1, timeout=120):
-        raise RuntimeError("the blocker run never called the model")
-
-
 def _load(url: str, requests: Path) -> dict[str, Any]:
-    argv = [
-        PYTHON,
-        "-m",
-        "tests.benchmarks.load_generator",
+    return load(
         f"{url}/webhooks/github",
         f"--requests-file={requests}",
         f"--concurrency={CONCURRENCY}",
         f"--requests={REQUESTS}",
         f"--warmup={WARMUP}",
-    ]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        argv, cwd=BENCH_ROOT, env=env, capture_output=True, text=True, timeout=600
+        expect="202",
+        requests=REQUESTS,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    if result["statuses"] != {"202": REQUESTS}:
-        raise RuntimeError(f"{url}: expected {REQUESTS} × 202, got {result['statuses']}")
-    return result
 
 
 def _measure_intake(root: Path) -> tuple[dict[str, list[dict[str, Any]]], float]:
@@ -217,8 +190,8 @@ def _measure_intake(root: Path) -> tuple[dict[str, list[dict[str, Any]]], float]
         stand_in(github)
         env = _service_env(root, model.url, github.url, slots=1)
         url = _serve(stack, env, root / "service.log")
-        bare_url = _bare(stack, root, "asyncio")
-        _hold_executor(url, model)
+        bare_url = bare(stack, root, "asyncio")
+        hold_executor(url, model, WORKFLOW_NAME)
         made = _Deliveries(github)
         for number in range(ROUNDS):
             requests = root / f"round{number}.jsonl"

@@ -24,24 +24,16 @@ first 200 on `/healthz`.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from app.ledger import Ledger
 from app.run_queue import RunQueue
 from tests.benchmarks.report import Row, median
+from tests.benchmarks.serving import bare, hold_executor, load, server
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
 from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
 
@@ -53,8 +45,6 @@ ROUNDS = 3  # interleaved service / bare rounds; each figure is the median over 
 STARTS = 5
 TARGET_RATIO = 0.5
 TARGET_START_SECONDS = 1.5
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 WORKFLOW_NAME = "bench-intake"
 WORKFLOW = f"""\
 ---
@@ -66,47 +56,6 @@ exit: {{checks: ["true"]}}
 ---
 {{{{ instruction }}}}
 """
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, started: float) -> float:
-    """Seconds from `started` (monotonic) until `url/healthz` answers 200, polled every 10 ms."""
-    timeout = 60.0
-    with httpx.Client(timeout=0.5) as client:
-        while time.monotonic() - started < timeout:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited: {log.read_text()[-2000:]}")
-            try:
-                if client.get(f"{url}/healthz").status_code == 200:
-                    return time.monotonic() - started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.01)
-    raise RuntimeError(f"{proc.args!r} did not answer /healthz: {log.read_text()[-2000:]}")
-
-
-@contextmanager
-def _server(
-    argv: Sequence[str], env: dict[str, str], port: int, log: Path
-) -> Iterator[tuple[str, float]]:
-    """A server process listening on `port`: yields its URL and the seconds it took to answer."""
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield url, _wait_healthy(proc, url, log, started)
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _service_env(root: Path, model_url: str) -> dict[str, str]:
@@ -128,27 +77,14 @@ def _start_seconds(env: dict[str, str], log: Path) -> list[float]:
     the ledger and warms the page cache (so every sample is a restart on an existing ledger)."""
     samples = []
     for attempt in range(STARTS + 1):
-        with _server(*_serve(env), log) as (_url, seconds):
+        with server(*_serve(env), log) as (_url, seconds):
             if attempt:
                 samples.append(seconds)
     return samples
 
 
-def _submit_blocker(url: str, model: ScriptedOpenAIServer) -> None:
-    job = {"workflow": WORKFLOW_NAME, "instruction": "Hold the slot.", "idempotency_key": "hold"}
-    headers = {"authorization": f"Bearer {TOKEN}"}
-    response = httpx.post(f"{url}/api/jobs", json=job, headers=headers, timeout=10)
-    if response.status_code != 202:
-        raise RuntimeError(f"blocker job refused: {response.status_code} {response.text}")
-    if not model.wait_for_requests(1, timeout=120):
-        raise RuntimeError("the blocker run never called the model")
-
-
 def _load(url: str, key_prefix: str) -> dict[str, Any]:
-    argv = [
-        PYTHON,
-        "-m",
-        "tests.benchmarks.load_generator",
+    return load(
         f"{url}/api/jobs",
         f"--token={TOKEN}",
         f"--workflow={WORKFLOW_NAME}",
@@ -156,13 +92,8 @@ def _load(url: str, key_prefix: str) -> dict[str, Any]:
         f"--concurrency={CONCURRENCY}",
         f"--requests={REQUESTS}",
         f"--warmup={WARMUP}",
-    ]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+        requests=REQUESTS,
+    )
 
 
 def _check_statuses(variant: str, result: dict[str, Any], expected: str) -> None:
@@ -187,13 +118,6 @@ def _check_stored(env: dict[str, str]) -> None:
         raise RuntimeError(f"expected {accepted} queued runs and the blocker, found {counts}")
 
 
-def _bare(stack: ExitStack, root: Path, loop: str) -> str:
-    port = free_port()
-    argv = [PYTHON, "-m", "tests.benchmarks.bare_service", str(port), loop]
-    url, _ = stack.enter_context(_server(argv, dict(os.environ), port, root / f"bare-{loop}.log"))
-    return url
-
-
 def _measure(root: Path) -> tuple[list[float], dict[str, list[dict[str, Any]]]]:
     gate = threading.Event()
     results: dict[str, list[dict[str, Any]]] = {"service": [], "bare": [], "bare-uvloop": []}
@@ -201,20 +125,20 @@ def _measure(root: Path) -> tuple[list[float], dict[str, list[dict[str, Any]]]]:
         stack.callback(gate.set)  # after the servers stop: frees the model server's thread
         env = _service_env(root, model.url)
         starts = _start_seconds(env, root / "service.log")
-        url, _ = stack.enter_context(_server(*_serve(env), root / "service.log"))
+        url, _ = stack.enter_context(server(*_serve(env), root / "service.log"))
         bare_urls = {
-            "bare": _bare(stack, root, "asyncio"),
-            "bare-uvloop": _bare(stack, root, "uvloop"),
+            "bare": bare(stack, root, "asyncio"),
+            "bare-uvloop": bare(stack, root, "uvloop"),
         }
-        _submit_blocker(url, model)
+        hold_executor(url, model, WORKFLOW_NAME)
         for number in range(ROUNDS):
             service = _load(url, key_prefix=f"round{number}")
             _check_statuses("service", service, "202")
             results["service"].append(service)
             for variant, bare_url in bare_urls.items():
-                bare = _load(bare_url, key_prefix=f"round{number}")
-                _check_statuses(variant, bare, "202")
-                results[variant].append(bare)
+                answered = _load(bare_url, key_prefix=f"round{number}")
+                _check_statuses(variant, answered, "202")
+                results[variant].append(answered)
     _check_stored(env)
     return starts, results
 

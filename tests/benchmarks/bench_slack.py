@@ -20,8 +20,6 @@ stored.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,10 +34,10 @@ import sqlalchemy as sa
 from app.ledger import Ledger
 from app.ledger_schema import jobs
 from tests.app.slack_support import SECRET, signed_headers, slash_form
-from tests.benchmarks.bench_intake import _bare, _server
 from tests.benchmarks.report import Row, median
+from tests.benchmarks.serving import bare, hold_executor, load, server
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
-from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
+from tests.support.service import LOOPWRIGHT, free_port, service_env
 from tests.support.slack_server import FakeSlack
 
 NAME = "slack"
@@ -48,8 +46,6 @@ REQUESTS = 2000
 WARMUP = 200
 ROUNDS = 3
 TARGET_P99_MS = 100.0
-BENCH_ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 WORKFLOW_NAME = "bench-slack"
 WORKFLOW = f"""\
 ---
@@ -75,26 +71,15 @@ def _write_requests(path: Path, count: int, prefix: str, response_url: str) -> N
 
 
 def _load(url: str, requests: Path) -> dict[str, Any]:
-    argv = [
-        PYTHON,
-        "-m",
-        "tests.benchmarks.load_generator",
+    return load(
         f"{url}/webhooks/slack/commands",
         f"--requests-file={requests}",
         f"--concurrency={CONCURRENCY}",
         f"--requests={REQUESTS}",
         f"--warmup={WARMUP}",
-    ]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        argv, cwd=BENCH_ROOT, env=env, capture_output=True, text=True, timeout=600
+        expect="200",
+        requests=REQUESTS,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    if result["statuses"] != {"200": REQUESTS}:
-        raise RuntimeError(f"{url}: expected {REQUESTS} × 200, got {result['statuses']}")
-    return result
 
 
 def _service_env(root: Path, model_url: str, slack: FakeSlack) -> dict[str, str]:
@@ -111,16 +96,6 @@ def _service_env(root: Path, model_url: str, slack: FakeSlack) -> dict[str, str]
         }
     )
     return env
-
-
-def _hold_executor(url: str, model: ScriptedOpenAIServer) -> None:
-    job = {"workflow": WORKFLOW_NAME, "instruction": "Hold the slot.", "idempotency_key": "hold"}
-    headers = {"authorization": f"Bearer {TOKEN}"}
-    response = httpx.post(f"{url}/api/jobs", json=job, headers=headers, timeout=10)
-    if response.status_code != 202:
-        raise RuntimeError(f"blocker job refused: {response.status_code} {response.text}")
-    if not model.wait_for_requests(1, timeout=120):
-        raise RuntimeError("the blocker run never called the model")
 
 
 def _check_answer(url: str, slack: FakeSlack) -> None:
@@ -144,10 +119,10 @@ def _measure(root: Path) -> dict[str, list[dict[str, Any]]]:
         env = _service_env(root, model.url, slack)
         argv = [LOOPWRIGHT, "serve"]
         url, _ = stack.enter_context(
-            _server(argv, env, int(env["LOOPWRIGHT_PORT"]), root / "service.log")
+            server(argv, env, int(env["LOOPWRIGHT_PORT"]), root / "service.log")
         )
-        bare_url = _bare(stack, root, "asyncio")
-        _hold_executor(url, model)
+        bare_url = bare(stack, root, "asyncio")
+        hold_executor(url, model, WORKFLOW_NAME)
         _check_answer(url, slack)
         for number in range(ROUNDS):
             requests = root / f"round{number}.jsonl"
