@@ -1,13 +1,18 @@
-"""Fixtures shared by the app tests: a database URL for each backend."""
+"""Fixtures shared by the app tests: a database URL for each backend, and the GitHub stand-in
+with the service in front of it."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from loops.testing import FunctionModel
+from tests.app.github_support import Hook, done, github_app, github_settings, serve_hook, stand_in
+from tests.support.github_server import FakeGitHub
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -35,3 +40,19 @@ def _postgres_schema(base: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """The GitHub stand-in with the comment fixtures' repositories, pull requests and author."""
+    with FakeGitHub() as server:
+        stand_in(server)
+        yield server
+
+
+@pytest.fixture
+async def hook(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[Hook]:
+    """The service with its GitHub trigger on against `github`, and a maker that is done at once."""
+    app = github_app(tmp_path, FunctionModel(done), github_settings(github))
+    async with serve_hook(app) as served:
+        yield served

@@ -4,7 +4,6 @@ GitHub stand-in, run by the executor, and answered with reactions and replies.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from tests.app.github_support import (
     replies_on,
     review_comment,
     serve_hook,
-    stand_in,
 )
 from tests.support.github_server import FakeGitHub
 from tests.triggers.github_files import NO_FIXTURES
@@ -48,20 +46,6 @@ exit:
 ---
 Tidy the docs. {{ instruction }}
 """
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        stand_in(server)
-        yield server
-
-
-@pytest.fixture
-async def hook(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[Hook]:
-    app = github_app(tmp_path, FunctionModel(done), github_settings(github))
-    async with serve_hook(app) as served:
-        yield served
 
 
 # --- starting runs ---------------------------------------------------------------------------

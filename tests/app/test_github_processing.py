@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +40,6 @@ from tests.triggers.github_files import NO_FIXTURES
 pytestmark = NO_FIXTURES
 
 PERMISSION = f"/repos/{REPO}/collaborators/{AUTHOR}/permission"
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        stand_in(server)
-        yield server
-
-
-@pytest.fixture
-async def hook(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[Hook]:
-    app = github_app(tmp_path, FunctionModel(done), github_settings(github))
-    async with serve_hook(app) as served:
-        yield served
 
 
 # --- durability and retries ------------------------------------------------------------------

@@ -45,7 +45,6 @@ from tests.app.github_support import (
     pr_comment,
     progress_on,
     serve_hook,
-    stand_in,
 )
 from tests.support.github_server import FakeGitHub, pem
 from tests.triggers.github_files import NO_FIXTURES
@@ -65,13 +64,6 @@ EXECUTOR = ExecutorConfig(
 )
 DIFF = "diff --git a/app.py b/app.py\n--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n"
 PUBLISH = {"action": "diff", "reason": "no push access to the fork", "diff": DIFF}
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        stand_in(server)
-        yield server
 
 
 @pytest.fixture

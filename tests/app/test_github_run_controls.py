@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from app.github_replies import MARKER
 from app.run_queue import RESUMABLE
@@ -16,7 +13,6 @@ from tests.app.github_support import (
     AUTHOR,
     Hook,
     comment,
-    done,
     github_app,
     github_settings,
     jobs_of,
@@ -24,7 +20,6 @@ from tests.app.github_support import (
     reactions_on,
     replies_on,
     serve_hook,
-    stand_in,
 )
 from tests.support.github_server import FakeGitHub
 from tests.triggers.github_files import NO_FIXTURES
@@ -32,20 +27,6 @@ from tests.triggers.github_files import NO_FIXTURES
 pytestmark = NO_FIXTURES
 
 RESUMABLE_NAMES = ", ".join(sorted(RESUMABLE))
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        stand_in(server)
-        yield server
-
-
-@pytest.fixture
-async def hook(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[Hook]:
-    app = github_app(tmp_path, FunctionModel(done), github_settings(github))
-    async with serve_hook(app) as served:
-        yield served
 
 
 # --- stop, status, resume --------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from tests.app.github_support import (
     github_settings,
     pr_comment,
     serve_hook,
-    stand_in,
 )
 from tests.support.github_server import FakeGitHub
 from tests.triggers.github_files import EXPECTED, FIXTURES, NO_FIXTURES, URLENCODED_PING, event_name
@@ -29,13 +28,6 @@ from tests.triggers.github_files import EXPECTED, FIXTURES, NO_FIXTURES, URLENCO
 pytestmark = NO_FIXTURES
 
 DONE = FunctionModel(lambda _request: reply("nothing to change"))
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as server:
-        stand_in(server)
-        yield server
 
 
 @pytest.fixture
