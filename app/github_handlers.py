@@ -19,9 +19,9 @@ from app.github_client import GitHubClient
 from app.github_workflows import BrokenWorkflow, RepoWorkflows
 from app.ledger import RunRow
 from app.reports import ReportHub
-from app.run_lookup import runs_by_concurrency_key
+from app.run_controls import RunControls
 from app.run_queue import RunStateError
-from app.runner import Runner, resumed_brakes, run_interrupted
+from app.runner import Runner
 from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES
 from triggers.commands import (
     Command,
@@ -75,6 +75,7 @@ class CommandHandlers:
         self.executor = executor
         self.reports = reports
         self.default_workflow = default_workflow
+        self.controls = RunControls(runner=runner, executor=executor, reports=reports)
 
     async def handle(self, thread: Thread, index: int, command: Command) -> str:
         """Carry out the `index`-th command of the thread's comment; returns what came of it."""
@@ -140,7 +141,7 @@ class CommandHandlers:
         stopped: list[tuple[RunRow, str]] = []
         for run in runs:
             if run.status in ACTIVE_STATUSES:
-                status = await self._cancel(run)
+                status = await self.controls.cancel(run)
                 if status is not None:
                     stopped.append((run, status))
         author = thread.event.author
@@ -151,16 +152,6 @@ class CommandHandlers:
         await self.reply(thread, replies.stopping(author, thread.noun, stopped))
         return f"stopped run(s) {', '.join(run.id for run, _ in stopped)}"
 
-    async def _cancel(self, run: RunRow) -> str | None:
-        """The run's status once cancelled (`running`: its process stops it); None if it ended."""
-        if self._interrupted(run):
-            # Nobody would act on a cancel flag of a run whose process is gone: requeue it first.
-            await asyncio.to_thread(self.runner.queue.recover, run)
-        try:
-            return await self.executor.cancel(run.id)
-        except RunStateError:
-            return None
-
     async def _resume(self, thread: Thread, ref: str | None) -> str:
         author = thread.event.author
         runs = await self._runs(thread, _THREAD_RUNS)
@@ -168,33 +159,17 @@ class CommandHandlers:
         if run is None:
             await self.reply(thread, replies.not_resumed(author, problem))
             return f"not resumed: {problem}"
-        brakes, extra_turns = await asyncio.to_thread(resumed_brakes, self.runner.ledger, run)
         try:
-            if run.status == "running" and self._interrupted(run):
-                if not await asyncio.to_thread(self.runner.queue.recover, run, brakes=brakes):
-                    raise RunStateError(f"run {run.id} changed while resuming it; try again")
-                resumed = run
-            else:
-                resumed = await asyncio.to_thread(self.runner.queue.resume, run.id, brakes=brakes)
+            extra_turns = await self.controls.resume(run)
         except RunStateError as exc:
             await self.reply(thread, replies.not_resumed(author, str(exc)))
             return f"not resumed: {exc}"
-        log.info("github_run_resumed", run_id=run.id, extra_turns=extra_turns)
-        self.executor.wake()
-        job = await asyncio.to_thread(self.runner.ledger.get_job, run.job_id)
-        if job is not None:
-            self.reports.submit(self.reports.report("queued", resumed, job, status="queued"))
         await self._react(thread)
         await self.reply(thread, replies.resumed(author, run, extra_turns=extra_turns))
         return f"resumed run {run.id}"
 
     async def _runs(self, thread: Thread, limit: int) -> list[RunRow]:
-        ledger = self.runner.ledger
-        key = thread.concurrency_key
-        return await asyncio.to_thread(runs_by_concurrency_key, ledger, key, limit=limit)
-
-    def _interrupted(self, run: RunRow) -> bool:
-        return run_interrupted(run, stale_after=self.executor.config.stale_after_seconds)
+        return await self.controls.runs(thread.concurrency_key, limit)
 
 
 def _pick(runs: list[RunRow], ref: str | None, noun: str) -> tuple[RunRow | None, str]:

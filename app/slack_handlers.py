@@ -9,7 +9,6 @@ runs of its thread. Who may use the service is checked first (`allowed`).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -22,9 +21,9 @@ from app.github_handlers import MIN_RUN_PREFIX
 from app.intake import IntakeBatcher
 from app.ledger import RunRow
 from app.reports import ReportHub
-from app.run_lookup import runs_by_concurrency_key
+from app.run_controls import RunControls
 from app.run_queue import RunStateError
-from app.runner import Runner, resumed_brakes, run_interrupted
+from app.runner import Runner
 from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES, LoopJob
 from triggers.commands import (
     InvalidCommand,
@@ -78,6 +77,7 @@ class SlackHandlers:
         self.default_workflow = default_workflow
         self.allowed_users = frozenset(allowed_users)
         self.allowed_channels = frozenset(allowed_channels)
+        self.controls = RunControls(runner=runner, executor=executor, reports=reports)
 
     def allowed(self, user: str, channel: str) -> bool:
         """Whether the allow-lists (when set) let `user` use the service in `channel`."""
@@ -129,12 +129,9 @@ class SlackHandlers:
         for run in await self._runs(scope, _SCOPE_RUNS):
             if run.status not in ACTIVE_STATUSES:
                 continue
-            if self._interrupted(run):
-                await asyncio.to_thread(self.runner.queue.recover, run)
-            try:
-                stopped.append((run, await self.executor.cancel(run.id)))
-            except RunStateError:
-                continue
+            status = await self.controls.cancel(run)
+            if status is not None:
+                stopped.append((run, status))
         if not stopped:
             return say.nothing_to_stop()
         log.info("slack_runs_cancelled", runs=[run.id for run, _ in stopped])
@@ -144,29 +141,14 @@ class SlackHandlers:
         run, problem = _pick(await self._runs(scope, _SCOPE_RUNS), ref)
         if run is None:
             return say.not_resumed(problem)
-        brakes, extra_turns = await asyncio.to_thread(resumed_brakes, self.runner.ledger, run)
         try:
-            if run.status == "running" and self._interrupted(run):
-                if not await asyncio.to_thread(self.runner.queue.recover, run, brakes=brakes):
-                    raise RunStateError(f"run {run.id} changed while resuming it; try again")
-                resumed = run
-            else:
-                resumed = await asyncio.to_thread(self.runner.queue.resume, run.id, brakes=brakes)
+            extra_turns = await self.controls.resume(run)
         except RunStateError as exc:
             return say.not_resumed(str(exc))
-        log.info("slack_run_resumed", run_id=run.id, extra_turns=extra_turns)
-        self.executor.wake()
-        job = await asyncio.to_thread(self.runner.ledger.get_job, run.job_id)
-        if job is not None:
-            self.reports.submit(self.reports.report("queued", resumed, job, status="queued"))
         return say.resumed(run.id, extra_turns)
 
     async def _runs(self, scope: str, limit: int) -> list[RunRow]:
-        ledger = self.runner.ledger
-        return await asyncio.to_thread(runs_by_concurrency_key, ledger, scope, limit=limit)
-
-    def _interrupted(self, run: RunRow) -> bool:
-        return run_interrupted(run, stale_after=self.executor.config.stale_after_seconds)
+        return await self.controls.runs(scope, limit)
 
 
 def _pick(runs: list[RunRow], ref: str | None) -> tuple[RunRow | None, str]:
