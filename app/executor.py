@@ -42,6 +42,7 @@ class ExecutorConfig:
     stale_after_seconds: float = 60.0
     recover_every_seconds: float = 10.0
     shutdown_grace_seconds: float = 10.0
+    claim_batch: int = 32  # runs claimed (and started) at a time
 
 
 class Executor:
@@ -138,16 +139,23 @@ class Executor:
                 log.exception("dispatch_failed")
 
     async def _fill(self) -> None:
-        free = self.config.max_concurrent_runs - len(self.tasks)
-        if free <= 0:
-            return
-        busy = {k for k in self.keys.values() if k}
-        claimed = await asyncio.to_thread(self._claim, free, busy)
-        if not self._accepting:
-            await asyncio.to_thread(self._hand_back, [run for run, _ in claimed])
-            return
-        for run, job in claimed:
-            self._launch(run, job)
+        # Claimed in batches: each batch's runs take their first steps on the event loop while
+        # the next batch is claimed in a thread, so a full queue (a restart, a burst of jobs)
+        # never starts hundreds of runs in one iteration of the loop.
+        while True:
+            free = self.config.max_concurrent_runs - len(self.tasks)
+            if free <= 0:
+                return
+            busy = {k for k in self.keys.values() if k}
+            wanted = min(free, self.config.claim_batch)
+            claimed = await asyncio.to_thread(self._claim, wanted, busy)
+            if not self._accepting:
+                await asyncio.to_thread(self._hand_back, [run for run, _ in claimed])
+                return
+            for run, job in claimed:
+                self._launch(run, job)
+            if len(claimed) < wanted:
+                return
 
     def _claim(self, limit: int, busy: set[str]) -> list[tuple[RunRow, JobRow | None]]:
         runs = self.queue.claim_next(self.claim_as, limit=limit, skip_keys=busy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import time
@@ -107,6 +108,22 @@ async def test_global_limit_is_never_exceeded(tmp_path):
     finally:
         await executor.shutdown()
     assert maker.peak == 2
+    assert all(r.status == "passed" for r in runs)
+
+
+async def test_claims_in_small_batches_still_fill_every_free_slot_at_once(tmp_path):
+    maker = Maker(delay=0.5)
+    runner, ledger = setup(tmp_path, maker)
+    ids = [submit(runner, tmp_path, f"job {i}") for i in range(10)]
+    # No polling meanwhile: the start-up fill alone must start all eight.
+    config = dataclasses.replace(FAST, max_concurrent_runs=8, claim_batch=3, poll_seconds=30)
+    executor = Executor(runner=runner, config=config)
+    await executor.start()
+    try:
+        runs = await wait_for(ledger, ids, {"passed"})
+    finally:
+        await executor.shutdown()
+    assert maker.peak == 8
     assert all(r.status == "passed" for r in runs)
 
 
