@@ -57,11 +57,11 @@ from app.ledger_schema import deliveries
 from tests.app.github_support import AUTHOR, BOT, HOOK_ID, REPO, SECRET, fixture, stand_in
 from tests.app.github_support import TOKEN as GITHUB_TOKEN
 from tests.benchmarks.report import Row, median, percentile
-from tests.benchmarks.serving import bare, hold_executor, load, server
+from tests.benchmarks.serving import bare, bench_env, hold_executor, load, load_rows, server, stat
 from tests.support.github_server import FakeGitHub
 from tests.support.github_state import Answer
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
-from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
+from tests.support.service import LOOPWRIGHT, TOKEN
 from tests.triggers.github_files import PR_COMMENT
 from triggers.github import sign_body
 
@@ -78,16 +78,6 @@ TARGET_P99_MS = 50.0
 TARGET_FIRST_CALL_MS = 100.0
 WORKFLOW_NAME = "bench-github"
 COMMAND = f"/loop {WORKFLOW_NAME} Say hello."
-WORKFLOW = f"""\
----
-name: {WORKFLOW_NAME}
-workspace: none
-tools: []
-brakes: {{max_turns: 1, max_wall_seconds: 600}}
-exit: {{checks: ["true"]}}
----
-{{{{ instruction }}}}
-"""
 
 
 class _HeldGitHub(FakeGitHub):
@@ -138,21 +128,15 @@ class _Deliveries:
 def _service_env(
     root: Path, model_url: str, github_url: str, *, slots: int | None = None
 ) -> dict[str, str]:
-    workflows = root / "workflows"
-    workflows.mkdir(parents=True, exist_ok=True)
-    (workflows / f"{WORKFLOW_NAME}.md").write_text(WORKFLOW, encoding="utf-8")
-    env = service_env(root, workflows, model_url, free_port())
+    env = bench_env(root, model_url, WORKFLOW_NAME, slots=slots)
     env.update(
         {
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LOOPWRIGHT_GITHUB__WEBHOOK_SECRET": SECRET,
             "LOOPWRIGHT_GITHUB__TOKEN": GITHUB_TOKEN,
             "LOOPWRIGHT_GITHUB__API_URL": github_url,
             "LOOPWRIGHT_GITHUB__BOT_NAME": BOT,
         }
     )
-    if slots is not None:
-        env["LOOPWRIGHT_MAX_CONCURRENT_RUNS"] = str(slots)
     return env
 
 
@@ -277,50 +261,24 @@ def _measure_first_calls(root: Path) -> list[float]:
     return samples
 
 
-def _stat(results: list[dict[str, Any]], key: str) -> float:
-    return median([float(r[key]) for r in results])
-
-
 def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def _load_rows(variant: str, results: list[dict[str, Any]], note: str, p99_note: str) -> list[Row]:
-    label = f"{NAME} POST /webhooks/github ×{CONCURRENCY}"
-    cpu = _stat(results, "client_cpu_per_s")
-    p99 = _stat(results, "p99_ms")
-    return [
-        Row(
-            benchmark=label,
-            variant=f"{variant} throughput",
-            value=_stat(results, "rps"),
-            unit="req/s",
-            note=f"{note}; load generator used {cpu:.2f} CPU-s/s",
-        ),
-        Row(benchmark=label, variant=f"{variant} p50", value=_stat(results, "p50_ms"), unit="ms"),
-        Row(
-            benchmark=label,
-            variant=f"{variant} p99",
-            value=p99,
-            unit="ms",
-            note=f"{p99_note}max {_stat(results, 'max_ms'):.1f} ms",
-        ),
-    ]
-
-
 def _intake_rows(results: dict[str, list[dict[str, Any]]], drain: float) -> list[Row]:
     label = f"{NAME} POST /webhooks/github ×{CONCURRENCY}"
-    ratio = _stat(results["service"], "rps") / _stat(results["bare"], "rps")
-    p99 = _stat(results["service"], "p99_ms")
+    ratio = stat(results["service"], "rps") / stat(results["bare"], "rps")
+    p99 = stat(results["service"], "p99_ms")
     counts = f"median of {ROUNDS} rounds of {REQUESTS} after {WARMUP} warm-up"
     return [
-        *_load_rows(
+        *load_rows(
+            label,
             "bare FastAPI 202",
             results["bare"],
             f"baseline, reads nothing, stdlib loop as served; {counts}",
-            "",
         ),
-        *_load_rows(
+        *load_rows(
+            label,
             "loopwright webhook",
             results["service"],
             f"signed deliveries, verified and stored before the answer; {counts}",

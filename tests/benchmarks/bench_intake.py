@@ -33,9 +33,9 @@ from typing import Any
 from app.ledger import Ledger
 from app.run_queue import RunQueue
 from tests.benchmarks.report import Row, median
-from tests.benchmarks.serving import bare, hold_executor, load, server
+from tests.benchmarks.serving import bare, bench_env, hold_executor, load, load_rows, server, stat
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
-from tests.support.service import LOOPWRIGHT, TOKEN, free_port, service_env
+from tests.support.service import LOOPWRIGHT, TOKEN
 
 NAME = "intake"
 CONCURRENCY = 32
@@ -46,26 +46,11 @@ STARTS = 5
 TARGET_RATIO = 0.5
 TARGET_START_SECONDS = 1.5
 WORKFLOW_NAME = "bench-intake"
-WORKFLOW = f"""\
----
-name: {WORKFLOW_NAME}
-workspace: none
-tools: []
-brakes: {{max_turns: 1, max_wall_seconds: 600}}
-exit: {{checks: ["true"]}}
----
-{{{{ instruction }}}}
-"""
+LABEL = f"{NAME} POST /api/jobs ×{CONCURRENCY}"
 
 
 def _service_env(root: Path, model_url: str) -> dict[str, str]:
-    workflows = root / "workflows"
-    workflows.mkdir(exist_ok=True)
-    (workflows / f"{WORKFLOW_NAME}.md").write_text(WORKFLOW, encoding="utf-8")
-    env = service_env(root, workflows, model_url, free_port())
-    env["LOOPWRIGHT_MAX_CONCURRENT_RUNS"] = "1"
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    return env
+    return bench_env(root, model_url, WORKFLOW_NAME)
 
 
 def _serve(env: dict[str, str]) -> tuple[list[str], dict[str, str], int]:
@@ -143,36 +128,10 @@ def _measure(root: Path) -> tuple[list[float], dict[str, list[dict[str, Any]]]]:
     return starts, results
 
 
-def _stat(results: list[dict[str, Any]], key: str) -> float:
-    return median([float(r[key]) for r in results])
-
-
-def _load_rows(variant: str, results: list[dict[str, Any]], note: str) -> list[Row]:
-    label = f"{NAME} POST /api/jobs ×{CONCURRENCY}"
-    cpu = _stat(results, "client_cpu_per_s")
-    return [
-        Row(
-            benchmark=label,
-            variant=f"{variant} throughput",
-            value=_stat(results, "rps"),
-            unit="req/s",
-            note=f"{note}; load generator used {cpu:.2f} CPU-s/s",
-        ),
-        Row(benchmark=label, variant=f"{variant} p50", value=_stat(results, "p50_ms"), unit="ms"),
-        Row(
-            benchmark=label,
-            variant=f"{variant} p99",
-            value=_stat(results, "p99_ms"),
-            unit="ms",
-            note=f"max {_stat(results, 'max_ms'):.1f} ms",
-        ),
-    ]
-
-
 def _rows(starts: list[float], results: dict[str, list[dict[str, Any]]]) -> list[Row]:
-    service_rps = _stat(results["service"], "rps")
-    ratio = service_rps / _stat(results["bare"], "rps")
-    uvloop_ratio = service_rps / _stat(results["bare-uvloop"], "rps")
+    service_rps = stat(results["service"], "rps")
+    ratio = service_rps / stat(results["bare"], "rps")
+    uvloop_ratio = service_rps / stat(results["bare-uvloop"], "rps")
     start = median(starts)
     counts = f"median of {ROUNDS} rounds of {REQUESTS} after {WARMUP} warm-up"
     return [
@@ -184,30 +143,33 @@ def _rows(starts: list[float], results: dict[str, list[dict[str, Any]]]) -> list
             note=f"target < {TARGET_START_SECONDS:g} s: "
             f"{'met' if start < TARGET_START_SECONDS else 'MISSED'} (median of {STARTS})",
         ),
-        *_load_rows(
+        *load_rows(
+            LABEL,
             "bare FastAPI 202",
             results["bare"],
             f"baseline, stores nothing, stdlib loop as served; {counts}",
         ),
-        *_load_rows(
+        *load_rows(
+            LABEL,
             "bare FastAPI 202 on uvloop",
             results["bare-uvloop"],
             f"comparison only, stores nothing; {counts}",
         ),
-        *_load_rows(
+        *load_rows(
+            LABEL,
             "loopwright intake",
             results["service"],
             f"SQLite, stored before the answer (group commit); {counts}",
         ),
         Row(
-            benchmark=f"{NAME} POST /api/jobs ×{CONCURRENCY}",
+            benchmark=LABEL,
             variant="intake ÷ bare throughput",
             value=ratio,
             unit="×",
             note=f"target ≥ {TARGET_RATIO:g}: {'met' if ratio >= TARGET_RATIO else 'MISSED'}",
         ),
         Row(
-            benchmark=f"{NAME} POST /api/jobs ×{CONCURRENCY}",
+            benchmark=LABEL,
             variant="intake ÷ bare on uvloop throughput",
             value=uvloop_ratio,
             unit="×",

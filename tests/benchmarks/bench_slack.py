@@ -34,10 +34,10 @@ import sqlalchemy as sa
 from app.ledger import Ledger
 from app.ledger_schema import jobs
 from tests.app.slack_support import SECRET, signed_headers, slash_form
-from tests.benchmarks.report import Row, median
-from tests.benchmarks.serving import bare, hold_executor, load, server
+from tests.benchmarks.report import Row
+from tests.benchmarks.serving import bare, bench_env, hold_executor, load, load_rows, server, stat
 from tests.support.openai_server import Reply, ScriptedOpenAIServer
-from tests.support.service import LOOPWRIGHT, free_port, service_env
+from tests.support.service import LOOPWRIGHT
 from tests.support.slack_server import FakeSlack
 
 NAME = "slack"
@@ -47,16 +47,6 @@ WARMUP = 200
 ROUNDS = 3
 TARGET_P99_MS = 100.0
 WORKFLOW_NAME = "bench-slack"
-WORKFLOW = f"""\
----
-name: {WORKFLOW_NAME}
-workspace: none
-tools: []
-brakes: {{max_turns: 1, max_wall_seconds: 600}}
-exit: {{checks: ["true"]}}
----
-{{{{ instruction }}}}
-"""
 
 
 def _write_requests(path: Path, count: int, prefix: str, response_url: str) -> None:
@@ -83,14 +73,9 @@ def _load(url: str, requests: Path) -> dict[str, Any]:
 
 
 def _service_env(root: Path, model_url: str, slack: FakeSlack) -> dict[str, str]:
-    workflows = root / "workflows"
-    workflows.mkdir(parents=True, exist_ok=True)
-    (workflows / f"{WORKFLOW_NAME}.md").write_text(WORKFLOW, encoding="utf-8")
-    env = service_env(root, workflows, model_url, free_port())
+    env = bench_env(root, model_url, WORKFLOW_NAME)
     env.update(
         {
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "LOOPWRIGHT_MAX_CONCURRENT_RUNS": "1",
             "LOOPWRIGHT_SLACK__SIGNING_SECRET": SECRET,
             "LOOPWRIGHT_SLACK__API_URL": slack.api_url,
         }
@@ -146,47 +131,23 @@ def _check_stored(env: dict[str, str]) -> None:
         raise RuntimeError(f"expected {expected} Slack jobs stored, found {stored}")
 
 
-def _stat(results: list[dict[str, Any]], key: str) -> float:
-    return median([float(r[key]) for r in results])
-
-
 def _rows(results: dict[str, list[dict[str, Any]]]) -> list[Row]:
     label = f"{NAME} POST /webhooks/slack/commands ×{CONCURRENCY}"
     counts = f"median of {ROUNDS} rounds of {REQUESTS} after {WARMUP} warm-up"
-    rows: list[Row] = []
-    for variant, key, note in (
-        ("bare FastAPI 200", "bare", f"baseline, reads nothing; {counts}"),
-        ("loopwright slash command", "service", f"signed, run stored before the answer; {counts}"),
-    ):
-        p99 = _stat(results[key], "p99_ms")
-        target = (
-            f"target < {TARGET_P99_MS:g} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'}; "
-            if key == "service"
-            else ""
-        )
-        rows += [
-            Row(
-                benchmark=label,
-                variant=f"{variant} throughput",
-                value=_stat(results[key], "rps"),
-                unit="req/s",
-                note=note,
-            ),
-            Row(
-                benchmark=label,
-                variant=f"{variant} p50",
-                value=_stat(results[key], "p50_ms"),
-                unit="ms",
-            ),
-            Row(
-                benchmark=label,
-                variant=f"{variant} p99",
-                value=p99,
-                unit="ms",
-                note=f"{target}max {_stat(results[key], 'max_ms'):.1f} ms",
-            ),
-        ]
-    return rows
+    p99 = stat(results["service"], "p99_ms")
+    target = f"target < {TARGET_P99_MS:g} ms: {'met' if p99 < TARGET_P99_MS else 'MISSED'}; "
+    return [
+        *load_rows(
+            label, "bare FastAPI 200", results["bare"], f"baseline, reads nothing; {counts}"
+        ),
+        *load_rows(
+            label,
+            "loopwright slash command",
+            results["service"],
+            f"signed, run stored before the answer; {counts}",
+            target,
+        ),
+    ]
 
 
 def run() -> list[Row]:

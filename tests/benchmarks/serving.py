@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 
+from tests.benchmarks.report import Row, median
 from tests.support.openai_server import ScriptedOpenAIServer
-from tests.support.service import TOKEN, free_port
+from tests.support.service import TOKEN, free_port, service_env
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -97,3 +98,61 @@ def load(url: str, *args: str, expect: str | None = None, requests: int) -> dict
     if expect is not None and result["statuses"] != {expect: requests}:
         raise RuntimeError(f"{url}: expected {requests} × {expect}, got {result['statuses']}")
     return result
+
+
+def one_turn_workflow(name: str) -> str:
+    """A workflow file that needs no workspace: one maker call, a check that passes."""
+    return f"""\
+---
+name: {name}
+workspace: none
+tools: []
+brakes: {{max_turns: 1, max_wall_seconds: 600}}
+exit: {{checks: ["true"]}}
+---
+{{{{ instruction }}}}
+"""
+
+
+def bench_env(
+    root: Path, model_url: str, workflow: str, *, slots: int | None = 1
+) -> dict[str, str]:
+    """`loopwright serve`'s environment under `root`, with `one_turn_workflow(workflow)` as its
+    only workflow and `slots` run slots (None: the default)."""
+    workflows = root / "workflows"
+    workflows.mkdir(parents=True, exist_ok=True)
+    (workflows / f"{workflow}.md").write_text(one_turn_workflow(workflow), encoding="utf-8")
+    env = service_env(root, workflows, model_url, free_port())
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    if slots is not None:
+        env["LOOPWRIGHT_MAX_CONCURRENT_RUNS"] = str(slots)
+    return env
+
+
+def stat(results: list[dict[str, Any]], key: str) -> float:
+    """The median of `key` over load-generator results (one per round)."""
+    return median([float(r[key]) for r in results])
+
+
+def load_rows(
+    label: str, variant: str, results: list[dict[str, Any]], note: str, target: str = ""
+) -> list[Row]:
+    """Throughput, p50 and p99 rows of one variant; `target` prefixes the p99's note."""
+    cpu = stat(results, "client_cpu_per_s")
+    return [
+        Row(
+            benchmark=label,
+            variant=f"{variant} throughput",
+            value=stat(results, "rps"),
+            unit="req/s",
+            note=f"{note}; load generator used {cpu:.2f} CPU-s/s",
+        ),
+        Row(benchmark=label, variant=f"{variant} p50", value=stat(results, "p50_ms"), unit="ms"),
+        Row(
+            benchmark=label,
+            variant=f"{variant} p99",
+            value=stat(results, "p99_ms"),
+            unit="ms",
+            note=f"{target}max {stat(results, 'max_ms'):.1f} ms",
+        ),
+    ]
