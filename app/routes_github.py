@@ -27,6 +27,7 @@ from app.github_commands import SOURCE, GitHubCommandProcessor
 from app.ledger import StorageError
 from app.ledger_batch import JSONText
 from app.service import Services
+from app.webhook_bodies import Refused, read_limited
 from triggers.github import (
     SIGNATURE_HEADER,
     CommentEvent,
@@ -45,13 +46,6 @@ log = structlog.get_logger("app.github")
 
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 """GitHub caps webhook payloads at 25 MB and does not deliver larger ones."""
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +76,7 @@ def github_router() -> APIRouter:
             key = _delivery_key(request)
             ignored = _ignored(verified, services.settings.github.bot_name)
             return await _store(services, processor, key, verified, ignored)
-        except _Refused as refused:
+        except Refused as refused:
             log.warning(
                 "webhook_rejected",
                 status=refused.status,
@@ -98,27 +92,27 @@ def github_router() -> APIRouter:
 def _processor(services: Services) -> GitHubCommandProcessor:
     if services.github is None:
         _, why = services.triggers.get("github", (False, "it is off"))
-        raise _Refused(503, f"the GitHub trigger is disabled: {why}")
+        raise Refused(503, f"the GitHub trigger is disabled: {why}")
     return services.github.processor
 
 
 async def _verify(request: Request, services: Services) -> _Verified:
-    body = await _read_body(request)
+    body = await read_limited(request, MAX_WEBHOOK_BYTES)
     secret = services.settings.github.webhook_secret
     reason = verify_signature(
         body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value() if secret else ""
     )
     if reason is not None:
-        raise _Refused(401, reason)
+        raise Refused(401, reason)
     event = request.headers.get("x-github-event", "").strip()
     if not event:
-        raise _Refused(400, "missing X-GitHub-Event")
+        raise Refused(400, "missing X-GitHub-Event")
     try:
         payload = decode_body(request.headers.get("content-type"), body)
     except UnsupportedContentType as exc:
-        raise _Refused(415, exc.reason) from exc
+        raise Refused(415, exc.reason) from exc
     except PayloadError as exc:
-        raise _Refused(400, exc.reason) from exc
+        raise Refused(400, exc.reason) from exc
     return _Verified(event=event, payload=payload, text=_json_text(request, body))
 
 
@@ -131,26 +125,10 @@ def _json_text(request: Request, body: bytes) -> JSONText | None:
         return None  # JSON in UTF-16 or UTF-32: stored re-encoded from the parsed payload
 
 
-async def _read_body(request: Request) -> bytes:
-    """The raw body, refused past `MAX_WEBHOOK_BYTES` whatever it declared (a chunked body
-    declares nothing)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
-        raise _Refused(413, f"body of {int(declared)} bytes is over {MAX_WEBHOOK_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_WEBHOOK_BYTES:
-            raise _Refused(413, f"body is over {MAX_WEBHOOK_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _delivery_key(request: Request) -> str:
     key = delivery_key(request.headers)
     if key is None:
-        raise _Refused(400, "missing or malformed X-GitHub-Delivery (or X-GitHub-Hook-ID)")
+        raise Refused(400, "missing or malformed X-GitHub-Delivery (or X-GitHub-Hook-ID)")
     return key
 
 
@@ -159,7 +137,7 @@ def _ignored(verified: _Verified, bot_name: str) -> str | None:
     try:
         event = to_comment_event(verified.event, verified.payload)
     except PayloadError as exc:
-        raise _Refused(400, exc.reason) from exc
+        raise Refused(400, exc.reason) from exc
     if isinstance(event, Ignored):
         return event.reason
     return _from_bot(event, bot_name)
@@ -188,7 +166,7 @@ async def _store(
         stored = await services.delivery_intake.store(delivery)
     except StorageError as exc:
         log.error("webhook_storage_failed", delivery=key, error=str(exc)[:300])
-        raise _Refused(503, "the ledger is unavailable; GitHub can redeliver later") from exc
+        raise Refused(503, "the ledger is unavailable; GitHub can redeliver later") from exc
     if not stored:
         log.info("webhook_duplicate_ignored", delivery=key, github_event=verified.event)
         return JSONResponse({"duplicate": True}, status_code=200)

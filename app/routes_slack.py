@@ -25,6 +25,7 @@ from app import slack_messages as say
 from app.ledger import StorageError
 from app.service import Services
 from app.slack_trigger import SlackTrigger
+from app.webhook_bodies import Refused, read_limited
 from triggers.slack import (
     RETRY_HEADER,
     Ignored,
@@ -45,13 +46,6 @@ MAX_BODY_BYTES = 1024 * 1024
 """Slack's requests are a few kilobytes; anything past this is not Slack."""
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 def slack_router() -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
@@ -62,7 +56,7 @@ def slack_router() -> APIRouter:
             if body is None:
                 return JSONResponse({}, status_code=200)
             return await _command(trigger, body)
-        except _Refused as refused:
+        except Refused as refused:
             return _refusal(request, refused)
 
     @router.post("/webhooks/slack/events", summary="Receive a Slack Events API request")
@@ -72,7 +66,7 @@ def slack_router() -> APIRouter:
             if body is None:
                 return JSONResponse({}, status_code=200)
             return await _event(trigger, body, request.headers.get(RETRY_HEADER))
-        except _Refused as refused:
+        except Refused as refused:
             return _refusal(request, refused)
 
     return router
@@ -84,14 +78,14 @@ async def _verified(request: Request) -> tuple[SlackTrigger, bytes | None]:
     trigger = services.slack
     if trigger is None:
         _, why = services.triggers.get("slack", (False, "it is off"))
-        raise _Refused(503, f"the Slack trigger is disabled: {why}")
-    body = await _read_body(request)
+        raise Refused(503, f"the Slack trigger is disabled: {why}")
+    body = await read_limited(request, MAX_BODY_BYTES)
     if is_ssl_check(body):
         log.info("slack_ssl_check_answered")
         return trigger, None
     reason = verify_request(trigger.verifier, body, request.headers)
     if reason is not None:
-        raise _Refused(401, reason)
+        raise Refused(401, reason)
     return trigger, body
 
 
@@ -99,12 +93,12 @@ async def _command(trigger: SlackTrigger, body: bytes) -> JSONResponse:
     try:
         command = to_slash_command(body)
     except PayloadError as exc:
-        raise _Refused(400, exc.reason) from exc
+        raise Refused(400, exc.reason) from exc
     try:
         answer = await trigger.handlers.slash(command)
     except StorageError as exc:
         log.error("slack_storage_failed", error=str(exc)[:300])
-        raise _Refused(503, "the ledger is unavailable; try again shortly") from exc
+        raise Refused(503, "the ledger is unavailable; try again shortly") from exc
     log.info(
         "slack_command_answered", user=command.user, channel=command.channel, run_id=answer.run_id
     )
@@ -115,7 +109,7 @@ async def _event(trigger: SlackTrigger, body: bytes, retry: str | None) -> JSONR
     try:
         decoded = decode_event(body)
     except PayloadError as exc:
-        raise _Refused(400, exc.reason) from exc
+        raise Refused(400, exc.reason) from exc
     match decoded:
         case UrlVerification(challenge=challenge):
             log.info("slack_url_verified")
@@ -149,7 +143,7 @@ async def _message(trigger: SlackTrigger, event: MessageEvent, retry: str | None
         answer = await handlers.mention(event, instruction)
     except StorageError as exc:
         log.error("slack_storage_failed", event_id=event.event_id, error=str(exc)[:300])
-        raise _Refused(503, "the ledger is unavailable; Slack retries later") from exc
+        raise Refused(503, "the ledger is unavailable; Slack retries later") from exc
     log.info("slack_event_accepted", event_id=event.event_id, retry=retry, run_id=answer.run_id)
     if answer.run_id is None:  # nothing was queued: the answer says why, in the thread
         _reply(trigger, event, answer.text)
@@ -171,21 +165,7 @@ async def _discard(work: Any) -> None:
     await work
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Refused(413, f"body of {int(declared)} bytes is over {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _Refused(413, f"body is over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _refusal(request: Request, refused: _Refused) -> JSONResponse:
+def _refusal(request: Request, refused: Refused) -> JSONResponse:
     log.warning(
         "slack_request_rejected",
         status=refused.status,

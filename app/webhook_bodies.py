@@ -1,0 +1,31 @@
+"""What the webhook routes (GitHub, Slack) share: a refusal with its status, and reading a raw
+body under a size limit before anything parses it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+
+class Refused(Exception):
+    """A webhook request the route answers with `status` and `reason` (and logs)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The raw body; `Refused` (413) past `limit` bytes, whatever it declared (a chunked body
+    declares nothing), before the rest is read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refused(413, f"body of {int(declared)} bytes is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, f"body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
