@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from loops.testing import FunctionModel
 from tests.app.github_support import Hook, done, github_app, github_settings, serve_hook, stand_in
@@ -56,3 +58,9 @@ async def hook(tmp_path: Path, github: FakeGitHub) -> AsyncIterator[Hook]:
     app = github_app(tmp_path, FunctionModel(done), github_settings(github))
     async with serve_hook(app) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def app_key() -> RSAPrivateKey:
+    """A GitHub App's private key (generating one takes a while: once per session)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)

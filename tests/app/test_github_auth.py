@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import SecretStr
 from structlog.testing import capture_logs
@@ -26,11 +26,6 @@ REPO = "acme/widgets"
 INSTALLATION = 77
 LOOKUP = f"/repos/{REPO}/installation"
 EXCHANGE = f"/app/installations/{INSTALLATION}/access_tokens"
-
-
-@pytest.fixture(scope="module")
-def app_key() -> RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from pydantic import SecretStr
 
@@ -30,11 +29,6 @@ WORKFLOWS = {
     ".loopwright/workflows/drafts/old.md": "old",
     "README.md": "# widgets\n",
 }
-
-
-@pytest.fixture(scope="module")
-def app_key() -> RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.fixture
