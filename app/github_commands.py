@@ -157,13 +157,14 @@ class GitHubCommandProcessor:
         error = f"{type(exc).__name__}: {exc}"[:500]
         attempt = delivery.attempts + 1
         if attempt >= self.config.max_attempts:
+            # Logged first: whoever sees the outcome stored can find the log line too.
+            log.error(
+                "github_delivery_failed", delivery=delivery.key, attempts=attempt, error=error
+            )
             await asyncio.to_thread(
                 self.store.mark_processed, SOURCE, delivery.key, f"failed: {error}"
             )
             self._done.pop(delivery.key, None)
-            log.error(
-                "github_delivery_failed", delivery=delivery.key, attempts=attempt, error=error
-            )
             return
         delay = self.config.retry_seconds * 2 ** (attempt - 1)
         await asyncio.to_thread(self.store.retry_later, SOURCE, delivery.key, error, delay=delay)
