@@ -1,5 +1,5 @@
-"""The short path for `POST /api/jobs`: the requests that will be accepted skip FastAPI's
-per-request machinery.
+"""The short paths for `POST /api/jobs` and `POST /webhooks/github`: the requests that will be
+accepted skip FastAPI's per-request machinery.
 
 Job intake is the one endpoint that sees bursts (a script queueing a thousand jobs, a webhook
 storm), and a request through FastAPI's routing, dependency solving, body parsing and response
@@ -9,39 +9,64 @@ within the limit, a body that validates, and a job `prepare_job` accepts. It sto
 the same `accept_job` as the route. Everything else, every refusal included, it hands to the
 FastAPI route with the body replayed, so the route stays the endpoint's one definition: its
 OpenAPI document, its error messages and its refusal logs.
+
+A GitHub webhook delivery needs nothing of FastAPI's to begin with: its endpoint reads the raw
+body and headers and answers every request itself, refusals included, so the short path calls
+the route's own function (`github_webhook`) for all of them.
+
+`ServiceApp` puts the middleware outside FastAPI's own middleware stack (error handling, body
+limit, the metrics middleware): what the short paths answer passes through none of them, so
+they count their requests in the metrics themselves and answer their own failures.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from fastapi import HTTPException
+import structlog
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api_guard import MAX_BODY_BYTES, storage_unavailable
 from app.api_schemas import JobAccepted
 from app.ledger import StorageError
-from app.metrics import ROUTE_LABEL
 from app.routes_api import accept_job, prepare_job
+from app.routes_github import PATH as GITHUB_PATH
+from app.routes_github import github_webhook
 from app.service import Services
+from loops.jobs import LoopJob
+from loops.workflows import Workflow
 from triggers.api import JobRequest, verify_bearer
+
+log = structlog.get_logger("app.api_intake")
 
 PATH = "/api/jobs"
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 
 
 class JobIntakeMiddleware:
-    """ASGI middleware in front of the app's routes; see the module docstring."""
+    """ASGI middleware in front of the whole app (`ServiceApp`); see the module docstring."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
-            return
+        elif scope["path"] == PATH:
+            await self._job(scope, receive, send)
+        elif scope["path"] == GITHUB_PATH:
+            await _github_webhook(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _job(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         services: Services = scope["app"].state.services
         if not _authorized_json(scope, services):
             await self.app(scope, receive, send)  # the route refuses it, and says why
@@ -57,14 +82,51 @@ class JobIntakeMiddleware:
         except (ValidationError, HTTPException):
             await self.app(scope, replay, send)
             return
-        scope[ROUTE_LABEL] = PATH
-        try:
-            accepted = await accept_job(services, job, workflow)
-        except StorageError as exc:
-            refusal = storage_unavailable(PATH, exc)
-            await _send_json(send, refusal.status_code, {"detail": refusal.detail})
-            return
-        await _send_json(send, 202 if accepted.created else 200, accepted)
+        status = await _accept(services, job, workflow, send)
+        services.metrics.observe(PATH, "POST", status, time.perf_counter() - started)
+
+
+async def _accept(services: Services, job: LoopJob, workflow: Workflow, send: Send) -> int:
+    """Store the job and answer as the route would; the status sent. Outside the app's error
+    middleware, so a failure is answered here: 503 for the ledger, 500 for anything else."""
+    try:
+        accepted = await accept_job(services, job, workflow)
+    except StorageError as exc:
+        refusal = storage_unavailable(PATH, exc)
+        await _send_json(send, refusal.status_code, {"detail": refusal.detail})
+        return refusal.status_code
+    except Exception:
+        log.exception("api_intake_failed", path=PATH, workflow=workflow.name)
+        await _send_json(send, 500, {"detail": "Internal Server Error"})
+        return 500
+    status = 202 if accepted.created else 200
+    await _send_json(send, status, accepted)
+    return status
+
+
+async def _github_webhook(scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /webhooks/github`, answered by the route's own function (every refusal too: it
+    needs nothing of FastAPI's), outside the app's middleware."""
+    started = time.perf_counter()
+    services: Services = scope["app"].state.services
+    try:
+        response = await github_webhook(Request(scope, receive))
+    except Exception:
+        log.exception("webhook_failed", path=GITHUB_PATH)
+        response = JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+    await response(scope, receive, send)
+    services.metrics.observe(
+        GITHUB_PATH, "POST", response.status_code, time.perf_counter() - started
+    )
+
+
+class ServiceApp(FastAPI):
+    """The service's FastAPI app, with `JobIntakeMiddleware` outside its middleware stack: an
+    accepted job skips the error, body-limit and metrics layers too (the short path counts its
+    own requests in the metrics), everything else goes through all of them."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return JobIntakeMiddleware(super().build_middleware_stack())
 
 
 def _authorized_json(scope: Scope, services: Services) -> bool:

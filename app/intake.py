@@ -1,17 +1,18 @@
-"""Group commit: concurrent submissions share one transaction and one commit.
+"""Intake: jobs and webhook deliveries are stored, many to a transaction, before their callers
+are answered.
+
+`IntakeBatcher` (jobs with their first runs) and `DeliveryIntake` (webhook deliveries) hand
+their items to an `IntakeWriter`: the intake writer process (`app.intake_process`), or, for an
+in-memory ledger, `GroupCommit` on a thread. Either way every item is durably stored before its
+caller hears about it, exactly as with one transaction per item, while a busy service pays one
+commit per batch instead of per item.
 
 `GroupCommit.store` queues an item and waits. One writer thread takes whatever is queued (up to
 `max_batch`, optionally waiting `window_seconds` for more), stores it all with one call of its
 `write` function, and hands the results back to the event loop in one callback, which answers
-each submission. So every item is durably stored before its caller hears about it, exactly as
-with one transaction per item, while a busy service pays one commit and one thread hop per
-batch instead of per item. `IntakeBatcher` stores API jobs this way; webhook deliveries use
-another instance.
-
-The writer is a thread rather than a task on the event loop: a task only gets to start a batch
-once the loop has worked through every request that arrived with the first one, so the commit
-never overlaps that work and concurrent clients end up moving in lock-step (measured: ~25%
-less throughput at 32 connections). The thread starts a batch as soon as it gets the GIL.
+each submission. The writer is a thread rather than a task on the event loop: a task only gets
+to start a batch once the loop has worked through every request that arrived with the first
+one, so the commit never overlaps that work.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 
-from app.ledger import Ledger, LedgerError, NewJob, StorageError
-from app.ledger_batch import Stored
+from app.ledger import LedgerError, NewJob, StorageError
+from app.ledger_batch import Existing, Stored, prepare_job, result
 from loops.jobs import LoopJob
 from loops.workflows import Workflow
+
+if TYPE_CHECKING:
+    from app.deliveries import NewDelivery
 
 log = structlog.get_logger("app.intake")
 
@@ -159,20 +163,34 @@ def _answer(batch: list[_Pending[T, R]], outcome: Sequence[R] | BaseException) -
             pending.answer.set_result(outcome[n])
 
 
-class IntakeBatcher(GroupCommit[NewJob, Stored]):
-    """Stores submitted jobs with their first runs, many to a transaction (`Ledger.create_jobs`)."""
+Outcome = tuple[bool, Any]
+"""(True, a write's result) or (False, the `LedgerError` it raised)."""
 
-    def __init__(self, ledger: Ledger, *, window_seconds: float = 0.0, max_batch: int = 64) -> None:
-        super().__init__(
-            self._create_jobs,
-            name="intake-writer",
-            window_seconds=window_seconds,
-            max_batch=max_batch,
-        )
-        self.ledger = ledger
 
-    def _create_jobs(self, requests: list[NewJob]) -> list[Stored]:
-        return self.ledger.create_jobs(requests)
+class IntakeWriter(Protocol):
+    """Stores items by the name of their write (`app.intake_process.Writes`), each answered
+    after the commit that stores it; started and stopped by the service's lifespan."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Take no more items; store and answer those already submitted."""
+
+    async def store(self, op: str, item: object) -> Any:
+        """The write's result for `item`.
+
+        Raises:
+            IntakeClosedError: the service is stopping.
+            LedgerError: the write refused it; `StorageError` if the database failed.
+        """
+
+
+class IntakeBatcher:
+    """Stores submitted jobs with their first runs, many to a transaction, through `writer`."""
+
+    def __init__(self, writer: IntakeWriter, *, clock: Callable[[], float] = time.time) -> None:
+        self.writer = writer
+        self.clock = clock
 
     async def submit(self, job: LoopJob, workflow: Workflow) -> Stored:
         """Store the job and its queued run, as `Ledger.create_job` does; answers after commit.
@@ -183,4 +201,23 @@ class IntakeBatcher(GroupCommit[NewJob, Stored]):
         """
         if job.workflow != workflow.name:
             raise LedgerError(f"job names workflow {job.workflow!r}, given {workflow.name!r}")
-        return await self.store(NewJob(job=job, workflow=workflow))
+        prepared, stored = prepare_job(NewJob(job=job, workflow=workflow), self.clock())
+        existing: Existing | None = await self.writer.store("jobs", prepared)
+        return result(stored, existing)
+
+
+class DeliveryIntake:
+    """Stores webhook deliveries, many to a transaction, through `writer`."""
+
+    def __init__(self, writer: IntakeWriter) -> None:
+        self.writer = writer
+
+    async def store(self, delivery: NewDelivery) -> bool:
+        """Whether the delivery is new (`DeliveryStore.record_many`); answers after commit.
+
+        Raises:
+            IntakeClosedError: the service is stopping.
+            StorageError: the database failed.
+        """
+        fresh: bool = await self.writer.store("deliveries", delivery)
+        return fresh

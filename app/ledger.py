@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -27,8 +27,15 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.ledger_batch import NewJob, Stored, insert_jobs
-from app.ledger_engine import WRITE_OPTION, alembic_config, create_engine, write_lock
+from app.ledger_batch import (
+    Existing,
+    NewJob,
+    PreparedJob,
+    Stored,
+    insert_jobs,
+    insert_prepared,
+)
+from app.ledger_engine import WRITE_OPTION, alembic_config, create_engine, in_memory, write_lock
 from app.ledger_errors import (
     AmbiguousRunError,
     ConflictError,
@@ -80,6 +87,9 @@ _PG_MIGRATION_LOCK = 0x6C6F6F70  # any constant shared by every process migratin
 _MIGRATION_THREAD_LOCK = threading.Lock()
 
 
+T = TypeVar("T")
+
+
 class Ledger:
     """The jobs, runs and turns of the service, in any SQLAlchemy database.
 
@@ -112,6 +122,16 @@ class Ledger:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    @property
+    def url(self) -> str:
+        """The database's SQLAlchemy URL, password included."""
+        return self._engine.url.render_as_string(hide_password=False)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the database lives in this process only (in-memory SQLite)."""
+        return self._engine.dialect.name == "sqlite" and in_memory(self._engine.url)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; a no-op when it is there already.
@@ -167,15 +187,26 @@ class Ledger:
                 )
         if not requests:
             return []
+        return self._retrying(len(requests), lambda conn: insert_jobs(conn, requests, self._clock))
+
+    def store_prepared(self, prepared: Sequence[PreparedJob]) -> list[Existing | None]:
+        """Store jobs prepared by `prepare_job` in one transaction. For each, in order: None if
+        it was stored, or the rows stored earlier under its idempotency key (a key repeated
+        within `prepared` is stored once, and its later copies get the first one's rows)."""
+        if not prepared:
+            return []
+        return self._retrying(len(prepared), lambda conn: insert_prepared(conn, prepared))
+
+    def _retrying(self, count: int, insert: Callable[[Connection], list[T]]) -> list[T]:
         for _attempt in range(3):
             try:
                 with self.transaction(write=True) as conn:
-                    return insert_jobs(conn, requests, self._clock)
+                    return insert(conn)
             except ConflictError:
                 # Another process inserted one of the keys between our lookup and our insert
                 # (PostgreSQL; SQLite's write lock covers both). The retry's lookup finds it.
                 continue
-        raise StorageError(f"could not store {len(requests)} job(s): conflicting writers")
+        raise StorageError(f"could not store {count} job(s): conflicting writers")
 
     def get_jobs(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
         """The jobs with these ids, by id (missing ones are left out)."""

@@ -61,35 +61,79 @@ class NewJob:
     run_values: Mapping[str, object] = field(default_factory=dict)
 
 
+PreparedJob = tuple[str | None, dict[str, Any], dict[str, Any]]
+"""A job to store, as its idempotency key and the `jobs` and `runs` columns to insert (ids and
+timestamps given). Only plain values, so it can be handed to another process as it is
+(`app.intake_process`), and a plain tuple, which pickles fastest."""
+
+Existing = tuple[dict[str, Any], dict[str, Any]]
+"""The job and first-run columns stored earlier under a prepared job's idempotency key."""
+
+
+def prepare_job(request: NewJob, now: float) -> tuple[PreparedJob, Stored]:
+    """The rows to insert for `request`, and what it stores if its key is new."""
+    job, workflow = request.job, request.workflow
+    job_id = new_id()
+    job_fields = {
+        "id": job_id,
+        **job_values(job),
+        "workflow_source": workflow.source,
+        "workflow_path": workflow.path,
+        "created_at": now,
+    }
+    brakes = workflow.brakes if request.brakes is None else request.brakes
+    run_fields = {
+        **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
+        **request.run_values,
+    }
+    if "brakes" in request.run_values:
+        brakes = brakes_from_dict(run_fields["brakes"])
+    stored = job_row(job_fields), run_row({**run_fields, "brakes": brakes}), True
+    return (job.idempotency_key, job_fields, run_fields), stored
+
+
+def result(stored: Stored, existing: Existing | None) -> Stored:
+    """What a prepared job's request stored: its own rows, or those its key already had."""
+    if existing is None:
+        return stored
+    return job_row(existing[0]), run_row(existing[1]), False
+
+
 def insert_jobs(
     conn: Connection, requests: Sequence[NewJob], clock: Callable[[], float]
 ) -> list[Stored]:
-    """Store `requests` within the caller's write transaction; results in request order.
+    """Store `requests` within the caller's write transaction; results in request order."""
+    prepared = [prepare_job(request, clock()) for request in requests]
+    found = insert_prepared(conn, [rows for rows, _ in prepared])
+    return [result(stored, existing) for (_, stored), existing in zip(prepared, found, strict=True)]
+
+
+def insert_prepared(conn: Connection, prepared: Sequence[PreparedJob]) -> list[Existing | None]:
+    """Store `prepared` within the caller's write transaction. For each, in order: None if it
+    was inserted, or the rows its idempotency key already had. A key repeated within the
+    batch is stored once; its later copies get the first copy's rows.
 
     A concurrent writer may commit one of the keys between the lookup and the insert; the
     insert then raises `IntegrityError`, and the caller retries the batch, whose lookup finds it.
     """
-    keys = {r.job.idempotency_key for r in requests if r.job.idempotency_key is not None}
-    known = stored_by_keys(conn, keys)
-    results: list[Stored] = []
+    keys = {key for key, _job, _run in prepared if key is not None}
+    known: dict[str, Existing] = stored_by_keys(conn, keys)
+    found: list[Existing | None] = []
     new_jobs: list[dict[str, Any]] = []
     new_runs: list[dict[str, Any]] = []
-    for request in requests:
-        key = request.job.idempotency_key
+    for key, job, run in prepared:
         if key is not None and key in known:
-            results.append((*known[key], False))
+            found.append(known[key])
             continue
-        job_fields, run_fields, brakes = _fields(request, clock())
-        new_jobs.append(job_fields)
-        new_runs.append(run_fields)
-        stored = job_row(job_fields), run_row({**run_fields, "brakes": brakes})
+        new_jobs.append(job)
+        new_runs.append(run)
         if key is not None:
-            known[key] = stored
-        results.append((*stored, True))
+            known[key] = (job, run)
+        found.append(None)
     if new_jobs:
         insert_rows(conn, jobs, new_jobs)
         insert_rows(conn, runs, new_runs)
-    return results
+    return found
 
 
 class JSONText(str):
@@ -134,41 +178,20 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-def stored_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, tuple[JobRow, RunRow]]:
-    """The jobs stored under any of `keys`, each with its first run."""
+def stored_by_keys(conn: Connection, keys: Collection[str]) -> dict[str, Existing]:
+    """The jobs stored under any of `keys`, each with its first run, as column values."""
     if not keys:
         return {}
     found = conn.execute(_JOBS_BY_KEY, {"keys": list(keys)}).mappings().all()
     if not found:
         return {}
-    first_runs: dict[str, RunRow] = {}
+    first_runs: dict[str, dict[str, Any]] = {}
     for row in conn.execute(_RUNS_OF_JOBS, {"job_ids": [j["id"] for j in found]}).mappings():
-        first_runs.setdefault(row["job_id"], run_row(row))
+        first_runs.setdefault(row["job_id"], dict(row))
     stored = {}
     for job in found:
         run = first_runs.get(job["id"])
         if run is None:
             raise StorageError(f"job {job['id']!r} has no run")
-        stored[job["idempotency_key"]] = (job_row(job), run)
+        stored[job["idempotency_key"]] = (dict(job), run)
     return stored
-
-
-def _fields(request: NewJob, now: float) -> tuple[dict[str, Any], dict[str, Any], Brakes]:
-    """The job's and the run's columns, and the run's brakes (as frozen, unless overridden)."""
-    job, workflow = request.job, request.workflow
-    job_id = new_id()
-    job_fields = {
-        "id": job_id,
-        **job_values(job),
-        "workflow_source": workflow.source,
-        "workflow_path": workflow.path,
-        "created_at": now,
-    }
-    brakes = workflow.brakes if request.brakes is None else request.brakes
-    run_fields = {
-        **new_run_values(run_id=new_id(), job_id=job_id, job=job, brakes=brakes, now=now),
-        **request.run_values,
-    }
-    if "brakes" in request.run_values:
-        brakes = brakes_from_dict(run_fields["brakes"])
-    return job_fields, run_fields, brakes

@@ -54,7 +54,7 @@ def write_lock(engine: Engine) -> AbstractContextManager[object]:
     if url.get_backend_name() != "sqlite":
         return contextlib.nullcontext()
     database = url.database or ""
-    if _in_memory(url):
+    if in_memory(url):
         return threading.RLock()  # its own database: nothing else can write to it
     key = database if url.query.get("uri") else os.path.realpath(database)
     with _FILE_LOCKS_GUARD:
@@ -70,7 +70,7 @@ def alembic_config() -> Config:
 def _create_sqlite_engine(url: sa.URL) -> Engine:
     database = url.database or ""
     options: dict[str, Any] = {}
-    if _in_memory(url):
+    if in_memory(url):
         # One shared connection: each new connection would otherwise be a new, empty database.
         options["poolclass"] = sa.StaticPool
     elif not url.query.get("uri"):
@@ -85,7 +85,8 @@ def _create_sqlite_engine(url: sa.URL) -> Engine:
     return engine
 
 
-def _in_memory(url: sa.URL) -> bool:
+def in_memory(url: sa.URL) -> bool:
+    """Whether a SQLite URL names an in-memory database."""
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 

@@ -115,15 +115,9 @@ class MetricsMiddleware:
             self.metrics.observe(_route_name(scope), scope["method"], status, elapsed)
 
 
-ROUTE_LABEL = "loopwright.route"
-"""Scope key naming the route for a request answered before the router saw it."""
-
-
 def _route_name(scope: Scope) -> str:
     # The route template, not the raw path, keeps label cardinality bounded. The router puts
     # the route it dispatched to into the (shared) scope; nothing matched leaves none.
-    if ROUTE_LABEL in scope:
-        return str(scope[ROUTE_LABEL])
     route = scope.get("route")
     return "unmatched" if route is None else str(getattr(route, "path", "other"))
 

@@ -3,7 +3,7 @@
 The raw body is read once, at most `MAX_WEBHOOK_BYTES` of it (GitHub's own cap on payloads),
 and its `X-Hub-Signature-256` checked before anything else reads it. A `ping` is answered at
 once. Every other delivery is stored in the ledger under `(X-GitHub-Hook-ID, X-GitHub-Delivery)`
-before the answer (concurrent deliveries share a transaction: `app.intake.GroupCommit`), so a
+before the answer (concurrent deliveries share a transaction: `app.intake`), so a
 redelivery (also after a restart) is recognised and starts nothing, and a stored delivery is
 processed even if the service stops right after answering. Deliveries that
 ask for nothing (other events and actions) are stored as processed, without their payload.
@@ -56,37 +56,46 @@ class _Verified:
     """The payload's JSON as received, when the body was JSON (stored without re-encoding)."""
 
 
+PATH = "/webhooks/github"
+
+
 def github_router() -> APIRouter:
     router = APIRouter(tags=["webhooks"])
 
     @router.post(
-        "/webhooks/github",
+        PATH,
         status_code=202,
         summary="Receive a GitHub webhook delivery",
         response_class=JSONResponse,
     )
     async def receive_github_webhook(request: Request) -> JSONResponse:
-        services: Services = request.app.state.services
-        try:
-            processor = _processor(services)
-            verified = await _verify(request, services)
-            if is_ping(verified.event):
-                log.info("webhook_ping_answered", hook_id=verified.payload.get("hook_id"))
-                return JSONResponse({"ping": "pong"}, status_code=200)
-            key = _delivery_key(request)
-            ignored = _ignored(verified, services.settings.github.bot_name)
-            return await _store(services, processor, key, verified, ignored)
-        except Refused as refused:
-            log.warning(
-                "webhook_rejected",
-                status=refused.status,
-                reason=refused.reason,
-                github_event=request.headers.get("x-github-event"),
-                delivery=request.headers.get("x-github-delivery"),
-            )
-            return JSONResponse({"detail": refused.reason}, status_code=refused.status)
+        return await github_webhook(request)
 
     return router
+
+
+async def github_webhook(request: Request) -> JSONResponse:
+    """The endpoint itself: the route above, and `app.api_intake`'s short path in front of the
+    app's middleware, both answer with it."""
+    services: Services = request.app.state.services
+    try:
+        processor = _processor(services)
+        verified = await _verify(request, services)
+        if is_ping(verified.event):
+            log.info("webhook_ping_answered", hook_id=verified.payload.get("hook_id"))
+            return JSONResponse({"ping": "pong"}, status_code=200)
+        key = _delivery_key(request)
+        ignored = _ignored(verified, services.settings.github.bot_name)
+        return await _store(services, processor, key, verified, ignored)
+    except Refused as refused:
+        log.warning(
+            "webhook_rejected",
+            status=refused.status,
+            reason=refused.reason,
+            github_event=request.headers.get("x-github-event"),
+            delivery=request.headers.get("x-github-delivery"),
+        )
+        return JSONResponse({"detail": refused.reason}, status_code=refused.status)
 
 
 def _processor(services: Services) -> GitHubCommandProcessor:

@@ -18,13 +18,14 @@ from sqlalchemy.engine import make_url
 
 from app.catalog import WorkflowCatalog
 from app.checkouts import Checkouts
-from app.deliveries import DeliveryStore, NewDelivery
+from app.deliveries import DeliveryStore
 from app.executor import Executor, ExecutorConfig
 from app.github_client import GitHubClient
 from app.github_commands import CommandConfig
 from app.github_runs import GitHubRunHooks
 from app.github_trigger import GitHubTrigger, TriggerParts, start_github_trigger, trigger_state
-from app.intake import GroupCommit, IntakeBatcher
+from app.intake import DeliveryIntake, IntakeBatcher, IntakeWriter
+from app.intake_process import intake_writer
 from app.ledger import Ledger
 from app.metrics import Metrics, MetricsMiddleware
 from app.reports import ReportHub
@@ -50,9 +51,11 @@ class Services:
     settings: Settings
     ledger: Ledger
     queue: RunQueue
+    writer: IntakeWriter
+    """Stores what `intake` and `delivery_intake` take, many to a transaction."""
     intake: IntakeBatcher
-    delivery_intake: GroupCommit[NewDelivery, bool]
-    """Stores webhook deliveries, many to a transaction, each before its answer."""
+    delivery_intake: DeliveryIntake
+    """Stores webhook deliveries, each before its answer."""
     catalog: WorkflowCatalog
     runner: Runner
     executor: Executor
@@ -97,7 +100,9 @@ def create_app(
         finally:
             await _stop(services)
 
-    app = FastAPI(
+    from app.api_intake import ServiceApp
+
+    app = ServiceApp(
         title="Loopwright",
         version="0.1.0",
         description="Runs AI agent loops unattended: triggers, maker turns under brakes, "
@@ -107,7 +112,6 @@ def create_app(
         # OpenTelemetry hooks would only look up, on every request, providers nobody set.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    from app.api_intake import JobIntakeMiddleware
     from app.routes_api import api_router
     from app.routes_github import github_router
     from app.routes_ops import ops_router
@@ -117,7 +121,6 @@ def create_app(
     app.include_router(api_router())
     app.include_router(github_router())
     app.include_router(slack_router())
-    app.add_middleware(JobIntakeMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
     return app
 
@@ -156,12 +159,14 @@ async def _start(
     metrics.watch_state(
         lambda: (runner.queue.counts(), executor.slots_in_use, config.max_concurrent_runs)
     )
-    intake = IntakeBatcher(ledger)
+    writer = intake_writer(ledger, log_format=settings.log_format)
+    intake = IntakeBatcher(writer)
     deliveries = DeliveryStore(ledger)
     services = Services(
         settings=settings,
         ledger=ledger,
         queue=runner.queue,
+        writer=writer,
         intake=intake,
         catalog=catalog,
         runner=runner,
@@ -169,7 +174,7 @@ async def _start(
         reports=reports,
         metrics=metrics,
         deliveries=deliveries,
-        delivery_intake=GroupCommit(deliveries.record_many, name="delivery-writer"),
+        delivery_intake=DeliveryIntake(writer),
         tracing=tracing,
     )
     parts = TriggerParts(
@@ -219,8 +224,7 @@ async def _start(
     }
     _log_start(services)
     await executor.start()
-    intake.start()
-    services.delivery_intake.start()
+    writer.start()
     await services.scheduler.start()
     # What start-up built (modules, the app, the engine) lives as long as the process: out of
     # the cyclic collector's sight, full collections stop walking it (~70 ms a time otherwise,
@@ -236,8 +240,7 @@ async def _stop(services: Services) -> None:
     github = services.github
     if github is not None:
         await github.processor.stop()  # no new runs from comments
-    await services.intake.stop()
-    await services.delivery_intake.stop()
+    await services.writer.stop()
     await services.executor.shutdown()
     # Runs' last reports go out through the GitHub client: it closes after them.
     await services.reports.stop()

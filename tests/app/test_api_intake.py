@@ -4,6 +4,7 @@ as the route would, and hands everything else to the route with the body intact.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -168,20 +169,26 @@ async def test_accepted_jobs_are_counted_under_the_route(api):
     assert counted in metrics
 
 
-async def test_a_failing_ledger_answers_503_and_logs_it(api, monkeypatch):
+async def test_a_failing_ledger_answers_503_logs_it_and_stores_nothing(api):
     from structlog.testing import capture_logs
 
-    from app.ledger import StorageError
+    database = api.services.ledger.url.removeprefix("sqlite:///")
 
-    def broken(requests: object) -> object:
-        raise StorageError("disk I/O error")
+    def rename(old: str, new: str) -> None:
+        with sqlite3.connect(database) as conn:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
 
-    monkeypatch.setattr(api.services.ledger, "create_jobs", broken)
+    rename("runs", "runs_away")  # the intake writer's insert fails in the database itself
     with capture_logs() as logs:
-        response = await api.submit(workflow="quick")
+        refused = await api.submit(workflow="quick", idempotency_key="retry-me")
+    rename("runs_away", "runs")
+    retried = await api.submit(workflow="quick", idempotency_key="retry-me")
 
-    assert response.status_code == 503
-    assert response.json() == {"detail": "the ledger is unavailable; try again later"}
+    assert refused.status_code == 503
+    assert refused.json() == {"detail": "the ledger is unavailable; try again later"}
     [event] = [e for e in logs if e["event"] == "api_storage_failed"]
     assert event["path"] == "/api/jobs"
-    assert "disk I/O error" in event["error"]
+    assert "no such table: runs" in event["error"]
+    # Nothing of the refused request was kept: the retry with its key creates the job.
+    assert retried.status_code == 202
+    assert retried.json()["created"] is True

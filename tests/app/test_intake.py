@@ -1,4 +1,5 @@
-"""Group commit at intake: batches, answers after the commit, exact keys, stop and failures."""
+"""Group commit at intake on a thread (in-memory ledgers): batches, answers after the commit,
+exact keys, stop and failures."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.deliveries import DeliveryStore
 from app.intake import IntakeBatcher, IntakeClosedError
-from app.ledger import Ledger, LedgerError, NewJob, StorageError
-from app.ledger_batch import Stored
+from app.intake_process import ThreadWriter, Writes
+from app.ledger import Ledger, LedgerError, StorageError
+from app.ledger_batch import Existing, PreparedJob, Stored
 from app.ledger_schema import jobs
 from loops.jobs import LoopJob
 from loops.workflow_files import parse_workflow
@@ -36,12 +39,12 @@ class GatedLedger(Ledger):
         self.gate.set()
         self.fail: Callable[[], None] | None = None
 
-    def create_jobs(self, requests: Sequence[NewJob]) -> list[Stored]:
-        self.batches.append(len(requests))
+    def store_prepared(self, prepared: Sequence[PreparedJob]) -> list[Existing | None]:
+        self.batches.append(len(prepared))
         self.gate.wait(timeout=10)
         if self.fail is not None:
             self.fail()
-        return super().create_jobs(requests)
+        return super().store_prepared(prepared)
 
 
 @pytest.fixture
@@ -58,11 +61,11 @@ async def ledger(url: str) -> AsyncIterator[GatedLedger]:
 
 @pytest.fixture
 async def intake(ledger: GatedLedger) -> AsyncIterator[IntakeBatcher]:
-    batcher = IntakeBatcher(ledger)
-    batcher.start()
-    yield batcher
+    writer = ThreadWriter(Writes(ledger, DeliveryStore(ledger)))
+    writer.start()
+    yield IntakeBatcher(writer)
     ledger.gate.set()
-    await batcher.stop()
+    await writer.stop()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -132,7 +135,7 @@ async def test_stop_stores_what_was_submitted_then_refuses_new_jobs(
 ) -> None:
     pending = [asyncio.create_task(intake.submit(job(f"job {n}"), WORKFLOW)) for n in range(3)]
     await asyncio.sleep(0)  # queued, not yet written
-    await intake.stop()
+    await intake.writer.stop()
 
     assert all(created for _, _, created in await asyncio.gather(*pending))
     assert count(ledger) == 3
