@@ -31,6 +31,8 @@ An in-memory SQLite ledger exists only inside the service's process: it is writt
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import itertools
 import os
 import pickle
@@ -231,6 +233,7 @@ class ProcessWriter:
         finally:
             self._starting = None
         assert proc.stdin is not None
+        _widen(proc.stdin)
         proc.stdin.write(_frame([{"url": self.url, "log_format": self.log_format}]))
         self._proc = proc
         self._reader = asyncio.get_running_loop().create_task(self._read_answers(proc))
@@ -275,6 +278,21 @@ class ProcessWriter:
         for answer in pending.values():
             if not answer.done():
                 answer.set_result((False, error))
+
+
+PIPE_BYTES = 1 << 20
+"""The pipe to the child holds this much (Linux's default is 64 KiB: two turns' worth of ~15 KB
+webhook deliveries at 32 connections already overflow it, and a write that does not fit is
+finished over later turns of the loop, a system call each)."""
+
+
+def _widen(stdin: asyncio.StreamWriter) -> None:
+    pipe = stdin.transport.get_extra_info("pipe")
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+    if pipe is None or setter is None:
+        return
+    with contextlib.suppress(OSError):  # over /proc/sys/fs/pipe-max-size: the default stays
+        fcntl.fcntl(pipe.fileno(), setter, PIPE_BYTES)
 
 
 def _unpack(outcome: Outcome) -> Any:
