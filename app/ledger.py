@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 from app.ledger_batch import (
     Existing,
@@ -139,6 +137,11 @@ class Ledger:
         Concurrent callers are serialized: by a lock within the process, and by the database
         (SQLite's write lock, a PostgreSQL advisory lock) across processes.
         """
+        # Alembic (~0.2 s to import) is loaded by the processes that migrate, not by every one
+        # that opens the ledger (the intake writer, most CLI commands).
+        from alembic import command
+        from alembic.util import CommandError
+
         config = alembic_config()
         with _MIGRATION_THREAD_LOCK:
             try:
@@ -152,6 +155,9 @@ class Ledger:
                     raise StorageError(f"cannot migrate the ledger: {exc}") from exc
 
     def _at_head(self, config: Config) -> bool:
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         heads = set(ScriptDirectory.from_config(config).get_heads())
         with self.transaction(write=False) as conn:
             return set(MigrationContext.configure(conn).get_current_heads()) == heads

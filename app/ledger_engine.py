@@ -19,11 +19,13 @@ import os
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 BUSY_TIMEOUT_SECONDS = 5.0
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -62,6 +64,8 @@ def write_lock(engine: Engine) -> AbstractContextManager[object]:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     return config

@@ -15,7 +15,7 @@ way. A 202 from the service costs the webhook path as it is: the body read under
 the HMAC-SHA256 check, JSON decoding, the delivery key, the event and author pre-check, the durable
 insert into the ledger's `deliveries` table (SQLite, WAL, synchronous=FULL) that is both the
 dedupe (the key is unique) and the enqueue (the stored delivery is the work the background
-processor takes, after a restart too), the `webhook_accepted` log line, the metrics middleware
+processor takes, after a restart too), the `webhook_accepted` log line, the request metrics
 and the processor's wake-up. Every delivery is checked to be in the ledger afterwards.
 
 What happens after the answer must not compete for the CPU, yet stay the real thing. So the

@@ -7,9 +7,10 @@ The bare endpoint also runs on uvloop, as a comparison row: the service left uvl
 blocks the loop while spawning subprocesses, and the target is taken against the bare endpoint
 served the same way as the service. The real service does everything an accepted job costs:
 bearer check, body limit, validation, the workflow lookup, the durable SQLite insert (WAL,
-synchronous=FULL) before the answer, the `api_job_created` log line, the metrics middleware
-and the executor's wake-up. Concurrent jobs share a transaction and its commit (group commit),
-but no job is answered before the commit that stores it.
+synchronous=FULL) before the answer, the `api_job_created` log line, the request metrics and
+the executor's wake-up. Jobs are stored by the intake writer process (`app.intake_process`);
+concurrent jobs share a transaction and its commit, but no job is answered before the commit
+that stores it.
 
 The executor must not compete for the CPU while intake is measured, yet it must stay the real
 one. So the service gets a single run slot (`LOOPWRIGHT_MAX_CONCURRENT_RUNS=1`), and before the
@@ -159,7 +160,7 @@ def _rows(starts: list[float], results: dict[str, list[dict[str, Any]]]) -> list
             LABEL,
             "loopwright intake",
             results["service"],
-            f"SQLite, stored before the answer (group commit); {counts}",
+            f"SQLite, stored before the answer (intake writer process); {counts}",
         ),
         Row(
             benchmark=LABEL,

@@ -10,11 +10,11 @@ connections, in rounds interleaved with the same bytes sent to a bare FastAPI
 
 A 200 from the service costs the command path as it is: the body read, the v0 signature check,
 the form decoding, the allow-lists, the grammar, the workflow lookup, the job and its queued run
-stored durably in the ledger (SQLite, group commit) before the answer that names the run, the
-executor's wake-up and the queued report. The runs stay queued behind a "blocker" run holding the
-only executor slot (its model call waits at a local model server until the end), so the load
-measures the answer, not the runs. Every answer is checked to name a run, and every job to be
-stored.
+stored durably in the ledger (SQLite, by the intake writer process) before the answer that
+names the run, the executor's wake-up and the queued report. The runs stay queued behind a
+"blocker" run holding the only executor slot (its model call waits at a local model server
+until the end), so the load measures the answer, not the runs. Every answer is checked to name
+a run, and every job to be stored.
 """
 
 from __future__ import annotations
