@@ -3,7 +3,7 @@ accepted skip FastAPI's per-request machinery.
 
 Job intake is the one endpoint that sees bursts (a script queueing a thousand jobs, a webhook
 storm), and a request through FastAPI's routing, dependency solving, body parsing and response
-validation costs several times what storing the job does. `JobIntakeMiddleware` answers the
+validation costs several times what storing the job does. `IntakeShortPaths` answers the
 requests it can answer exactly as the route would: the right bearer token, a declared JSON body
 within the limit, a body that validates, and a job `prepare_job` accepts. It stores them through
 the same `accept_job` as the route. Everything else, every refusal included, it hands to the
@@ -49,8 +49,9 @@ PATH = "/api/jobs"
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
 
 
-class JobIntakeMiddleware:
-    """ASGI middleware in front of the whole app (`ServiceApp`); see the module docstring."""
+class IntakeShortPaths:
+    """ASGI middleware in front of the whole app (`ServiceApp`): the short paths for job intake
+    and GitHub deliveries; see the module docstring."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -121,12 +122,12 @@ async def _github_webhook(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class ServiceApp(FastAPI):
-    """The service's FastAPI app, with `JobIntakeMiddleware` outside its middleware stack: an
-    accepted job skips the error, body-limit and metrics layers too (the short path counts its
-    own requests in the metrics), everything else goes through all of them."""
+    """The service's FastAPI app, with `IntakeShortPaths` outside its middleware stack: what
+    the short paths answer (accepted jobs, GitHub deliveries) skips the error, body-limit and
+    metrics layers too, and everything else goes through all of them."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return JobIntakeMiddleware(super().build_middleware_stack())
+        return IntakeShortPaths(super().build_middleware_stack())
 
 
 def _authorized_json(scope: Scope, services: Services) -> bool:

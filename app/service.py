@@ -121,7 +121,9 @@ def create_app(
     app.include_router(api_router())
     app.include_router(github_router())
     app.include_router(slack_router())
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it times everything
+    # Outermost of the app's own middleware: it times everything the short paths in front of
+    # them (`app.api_intake`) leave to the routes.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 

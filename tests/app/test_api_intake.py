@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api_intake import JobIntakeMiddleware
+from app.api_intake import IntakeShortPaths
 from loops.testing import FunctionModel, reply
 from tests.app.api_support import TOKEN, Api, api_app, serve
 
@@ -49,9 +49,9 @@ async def call(
     method: str = "POST",
     path: str = "/api/jobs",
 ) -> tuple[Route, int, dict[str, Any] | None]:
-    """Send one request through a `JobIntakeMiddleware` in front of a recording `Route`."""
+    """Send one request through an `IntakeShortPaths` in front of a recording `Route`."""
     route = Route()
-    middleware = JobIntakeMiddleware(route)
+    middleware = IntakeShortPaths(route)
     sent = {
         "authorization": f"Bearer {TOKEN}",
         "content-type": "application/json",

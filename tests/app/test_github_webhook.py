@@ -346,3 +346,16 @@ async def test_the_start_up_log_says_the_trigger_is_on(tmp_path: Path, github: F
     [enabled] = [e for e in logs if e["event"] == "trigger_enabled" and e["trigger"] == "github"]
     assert enabled["reason"] == f"a token at {github.url}"
     assert SECRET not in repr(logs)
+
+
+async def test_deliveries_and_refusals_are_counted_under_the_route(hook: Hook) -> None:
+    body = (FIXTURES / "issue_comment__created.payload.json").read_bytes()
+
+    accepted = await hook.deliver("issue_comment", body)
+    refused = await hook.deliver("issue_comment", body, secret="not the secret")
+    metrics = (await hook.client.get("/metrics")).text
+
+    assert (accepted.status_code, refused.status_code) == (202, 401)
+    route = 'loopwright_http_requests_total{method="POST",route="/webhooks/github"'
+    assert f'{route},status="202"}} 1.0' in metrics
+    assert f'{route},status="401"}} 1.0' in metrics
