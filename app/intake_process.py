@@ -248,8 +248,17 @@ class ProcessWriter:
         assert proc.stdin is not None
         # One frame for everything submitted since the last flush: one pickle, whose memo
         # writes the column names shared by the items once.
-        data = _frame(self._outbox)
-        self._outbox = []
+        items, self._outbox = self._outbox, []
+        try:
+            data = _frame(items)
+        except Exception as exc:  # an item that cannot be sent fails, with its turn's items
+            log.exception("intake_frame_failed", items=len(items))
+            error = StorageError(f"cannot hand the items to the intake writer: {exc}")
+            for seq, _op, _item in items:
+                answer = self._pending.pop(seq, None)
+                if answer is not None and not answer.done():
+                    answer.set_result((False, error))
+            return
         if proc.stdin.is_closing():
             return  # the child is gone: `_read_answers` fails what it had not answered
         proc.stdin.write(data)

@@ -221,3 +221,12 @@ def test_writes_group_items_by_kind_in_order(ledger: Ledger) -> None:
     assert outcomes[2] == (True, False)
     assert outcomes[1][0] is False
     assert isinstance(outcomes[1][1], LedgerError)
+
+
+async def test_an_item_that_cannot_be_sent_fails_alone(
+    ledger: Ledger, writer: ProcessWriter
+) -> None:
+    with pytest.raises(StorageError, match="cannot hand the items to the intake writer"):
+        await writer.store("deliveries", lambda: None)  # no pickle for a lambda
+
+    assert await DeliveryIntake(writer).store(delivery("after")) is True
