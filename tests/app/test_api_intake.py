@@ -192,3 +192,22 @@ async def test_a_failing_ledger_answers_503_logs_it_and_stores_nothing(api):
     # Nothing of the refused request was kept: the retry with its key creates the job.
     assert retried.status_code == 202
     assert retried.json()["created"] is True
+
+
+async def test_a_bug_while_accepting_is_a_logged_500_counted_under_the_route(api, monkeypatch):
+    from structlog.testing import capture_logs
+
+    import app.api_intake
+
+    async def broken(*_args: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.api_intake, "accept_job", broken)
+    with capture_logs() as logs:
+        response = await api.submit(workflow="quick")
+    metrics = (await api.client.get("/metrics")).text
+
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal Server Error"})
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["api_intake_failed"]
+    counted = 'loopwright_http_requests_total{method="POST",route="/api/jobs",status="500"} 1.0'
+    assert counted in metrics

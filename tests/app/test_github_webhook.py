@@ -359,3 +359,22 @@ async def test_deliveries_and_refusals_are_counted_under_the_route(hook: Hook) -
     route = 'loopwright_http_requests_total{method="POST",route="/webhooks/github"'
     assert f'{route},status="202"}} 1.0' in metrics
     assert f'{route},status="401"}} 1.0' in metrics
+
+
+async def test_a_bug_in_the_webhook_path_is_a_logged_500(
+    hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.api_intake
+
+    async def broken(_request: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.api_intake, "github_webhook", broken)
+    with capture_logs() as logs:
+        response = await hook.deliver("ping", b"{}")
+    metrics = (await hook.client.get("/metrics")).text
+
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal Server Error"})
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["webhook_failed"]
+    route = 'loopwright_http_requests_total{method="POST",route="/webhooks/github"'
+    assert f'{route},status="500"}} 1.0' in metrics
