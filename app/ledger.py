@@ -22,9 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-if TYPE_CHECKING:
-    from alembic.config import Config
-
 from app.ledger_batch import (
     Existing,
     NewJob,
@@ -59,6 +56,9 @@ from loops.brakes import Brakes
 from loops.jobs import ACTIVE_STATUSES, LoopJob, RunStatus
 from loops.records import TurnRecord
 from loops.workflows import Workflow
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "AmbiguousRunError",
