@@ -156,9 +156,21 @@ class Runner:
             if tracer is not None:
                 tracer.finish(failed)
             return failed, None
+        await self._load_model()
         deps = self._deps(run, job, workflow, workspace, listeners, stop)
         log.info("loop_started", workflow=workflow.name, model=deps.model_name)
         return await run_loop(deps, RunState.from_turns(turns)), (workflow, workspace.root)
+
+    async def _load_model(self) -> None:
+        """Let the model adapter load its library (litellm: seconds) in a worker thread, before
+        the loop's first price lookup or call would load it on the event loop."""
+        load = getattr(self.model, "load", None)
+        if load is None:
+            return
+        try:
+            await load()
+        except Exception as exc:  # the first call fails the same way, where errors are mapped
+            log.warning("model_load_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _hooked_workspace(self, run: RunRow, job: JobRow, workflow: Workflow) -> Path | None:
         hooks = self.hooks.get(job.source)

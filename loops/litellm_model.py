@@ -1,12 +1,15 @@
 """The model port's litellm adapter: the only module that imports litellm.
 
 litellm costs seconds and hundreds of MB to import, so it is imported on the first call, never
-at start-up. It is called with `num_retries=0`: retrying is the engine's job, inside the brakes.
-Its exceptions are mapped onto `loops.errors` here, at the boundary.
+at start-up, and in a worker thread: the event loop that calls it (the service's, answering
+webhooks and the API meanwhile) is not held up. It is called with `num_retries=0`: retrying
+is the engine's job, inside the brakes. Its exceptions are mapped onto `loops.errors` here, at
+the boundary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gc
 import os
@@ -39,18 +42,28 @@ def _litellm() -> Any:
     # The import leaves ~360k objects that live as long as the process; left to the cyclic
     # collector, every full collection walks them all (~0.2 s with the event loop stopped).
     gc.freeze()
+    _LOADED.append(litellm)
     return litellm
+
+
+_LOADED: list[Any] = []
+"""litellm once `_litellm` has imported it."""
 
 
 class LiteLLMModel:
     """Calls any litellm model string (`openai/gpt-4.1-mini`, `anthropic/...`, `ollama/...`)."""
+
+    async def load(self) -> None:
+        """Import litellm in a worker thread (a no-op once it is loaded)."""
+        if not _LOADED:
+            await asyncio.to_thread(_litellm)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if not ALLOW_MODEL_REQUESTS:
             raise ModelRequestError(
                 f"model requests are blocked in this process (model={request.model!r})"
             )
-        litellm = _litellm()
+        litellm = _LOADED[0] if _LOADED else await asyncio.to_thread(_litellm)
         try:
             raw = await litellm.acompletion(**_arguments(request))
         except Exception as exc:
