@@ -165,7 +165,9 @@ def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, A
         for row in group:
             value = list(row.values())
             for i in json_at:
-                if value[i] is not None and not isinstance(value[i], JSONText):
+                if value[i] == {}:
+                    value[i] = "{}"  # most runs' `extra` and most jobs' `reply`
+                elif value[i] is not None and not isinstance(value[i], JSONText):
                     value[i] = json.dumps(value[i])
             values.append(tuple(value))
         conn.exec_driver_sql(statement, values)
