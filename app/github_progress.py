@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from app.github_replies import MARKER
-from app.progress import ENDINGS, money
+from app.progress import ENDINGS, figures
 from loops.checking import CheckResult
 from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES
 from loops.reporting import RunReport
@@ -39,7 +39,7 @@ def render_progress(report: RunReport) -> str:
         f"Status: **{report.status}** · turn {report.turn} of {report.max_turns}",
         *_checks(report.checks),
         "",
-        _figures(report),
+        figures(report, lambda url: f"[trace]({_link(url)})"),
     ]
     publish = _publish(report)
     if report.kind == "finished":
@@ -55,18 +55,6 @@ def render_progress(report: RunReport) -> str:
     return f"{body}\n\n{hint}" if hint else body
 
 
-def duration(seconds: float) -> str:
-    """Elapsed time for people: ``42s``, ``1m 05s``, ``2h 03m``."""
-    whole = max(0, round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
 def _checks(checks: Sequence[CheckResult]) -> list[str]:
     lines = [_check(check) for check in checks[:MAX_CHECKS]]
     if len(checks) > MAX_CHECKS:
@@ -78,18 +66,6 @@ def _check(check: CheckResult) -> str:
     mark = "✓" if check.passed else "✗"
     score = f" (score {check.score:.2f})" if check.score is not None else ""
     return f"- {mark} {_code(_cap(check.name, MAX_CHECK_NAME_CHARS))}{score}"
-
-
-def _figures(report: RunReport) -> str:
-    usage = report.usage
-    parts = [
-        f"{usage.input_tokens:,} input / {usage.output_tokens:,} output tokens",
-        money(usage.cost_usd),
-        duration(report.elapsed_s),
-    ]
-    if report.trace_url:
-        parts.append(f"[trace]({_link(report.trace_url)})")
-    return " · ".join(parts)
 
 
 def _ending(report: RunReport) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from loops.events import (
@@ -14,6 +15,7 @@ from loops.events import (
     TurnFinished,
     TurnStarted,
 )
+from loops.reporting import RunReport
 from loops.usage import Usage
 
 MARKS = {True: "✓", False: "✗"}
@@ -29,6 +31,29 @@ ENDINGS: dict[str, str] = {
 
 def money(usd: float) -> str:
     return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+
+
+def duration(seconds: float) -> str:
+    """Elapsed time for people: ``42s``, ``1m 05s``, ``2h 03m``."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def figures(report: RunReport, trace_link: Callable[[str], str]) -> str:
+    """A progress message's line of figures: tokens, cost, time and, if traced, the trace
+    (written by `trace_link`, in the message's own markup)."""
+    usage = report.usage
+    parts = [
+        f"{usage.input_tokens:,} input / {usage.output_tokens:,} output tokens",
+        money(usage.cost_usd),
+        duration(report.elapsed_s),
+    ]
+    if report.trace_url:
+        parts.append(trace_link(report.trace_url))
+    return " · ".join(parts)
 
 
 def usage_line(usage: Usage) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from app.ledger import RunRow
-from app.progress import ENDINGS, money
+from app.progress import ENDINGS, figures, money
 from loops.checking import CheckResult
 from loops.jobs import ACTIVE_STATUSES, STOPPED_STATUSES, RunStatus
 from loops.reporting import RunReport
@@ -44,11 +44,11 @@ def progress_message(report: RunReport) -> tuple[str, Blocks]:
         f"*{report.status}*"
     )
     turn = f"Turn {report.turn} of {report.max_turns}"
-    figures = _figures(report)
+    shown = figures(report, lambda url: f"<{_link(url)}|trace>")
     checks = _checks(report.checks)
     ending = _ending(report) if report.kind == "finished" else ""
     hint = _hint(report)
-    blocks: Blocks = [_section(title), _context(f"{turn} · {figures}")]
+    blocks: Blocks = [_section(title), _context(f"{turn} · {shown}")]
     if checks:
         blocks.append(_section("\n".join(checks)))
     if ending:
@@ -58,7 +58,7 @@ def progress_message(report: RunReport) -> tuple[str, Blocks]:
     passed = sum(check.passed for check in report.checks)
     fallback = (
         f"Loopwright run {report.run_id} ({report.workflow}): {report.status}, {turn.lower()}, "
-        f"checks {passed}/{len(report.checks)} passed, {figures}"
+        f"checks {passed}/{len(report.checks)} passed, {shown}"
         + (f". {_plain(ending)}" if ending else "")
     )
     return _cap(fallback, MAX_TEXT_CHARS), blocks
@@ -117,30 +117,9 @@ def not_resumed(problem: str) -> str:
     return f"Nothing resumed: {escape(problem)}"
 
 
-def duration(seconds: float) -> str:
-    """Elapsed time for people: ``42s``, ``1m 05s``, ``2h 03m``."""
-    minutes, secs = divmod(max(0, round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
-
-
 def escape(text: str) -> str:
     """`text` as literal mrkdwn: Slack reads `&`, `<` and `>` as markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _figures(report: RunReport) -> str:
-    usage = report.usage
-    parts = [
-        f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens",
-        money(usage.cost_usd),
-        duration(report.elapsed_s),
-    ]
-    if report.trace_url:
-        parts.append(f"<{_link(report.trace_url)}|trace>")
-    return " · ".join(parts)
 
 
 def _checks(checks: Sequence[CheckResult]) -> list[str]:

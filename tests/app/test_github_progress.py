@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from app.github_progress import MAX_COMMENT_CHARS, duration, render_progress
+from app.github_progress import MAX_COMMENT_CHARS, render_progress
 from app.github_replies import MARKER, is_own_comment
+from app.progress import duration
 from loops.checking import CheckResult
 from loops.jobs import LoopJob, RunStatus
 from loops.reporting import ReportKind, RunReport
