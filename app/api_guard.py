@@ -23,6 +23,7 @@ from starlette.types import Message
 
 from app.ledger import StorageError
 from app.settings import Settings
+from app.webhook_bodies import Refused, read_limited
 from triggers.api import verify_bearer
 
 log = structlog.get_logger("app.api")
@@ -90,14 +91,12 @@ def _check_bearer(settings: Settings, request: Request) -> None:
 async def _with_counted_body(request: Request) -> Request:
     """The request with its body read up front, refused past the limit whatever it declared
     (a chunked body declares nothing)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body is over the limit of {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    try:
+        body = await read_limited(request, MAX_BODY_BYTES)
+    except Refused as exc:
+        raise HTTPException(
+            exc.status, f"request body is over the limit of {MAX_BODY_BYTES} bytes"
+        ) from exc
     replayed = False
 
     async def receive() -> Message:

@@ -1,5 +1,5 @@
 """What the webhook routes (GitHub, Slack) share: a refusal with its status, and reading a raw
-body under a size limit before anything parses it."""
+body under a size limit before anything parses it (the API's guard reads its bodies so too)."""
 
 from __future__ import annotations
 
