@@ -8,7 +8,7 @@ caller hears about it, exactly as with one transaction per item, while a busy se
 commit per batch instead of per item.
 
 `GroupCommit.store` queues an item and waits. One writer thread takes whatever is queued (up to
-`max_batch`, optionally waiting `window_seconds` for more), stores it all with one call of its
+`max_batch`), stores it all with one call of its
 `write` function, and hands the results back to the event loop in one callback, which answers
 each submission. The writer is a thread rather than a task on the event loop: a task only gets
 to start a batch once the loop has worked through every request that arrived with the first
@@ -60,10 +60,9 @@ class GroupCommit(Generic[T, R]):
         write: stores a batch in one transaction; returns one result per item, in order. A
             `LedgerError` it raises refuses the whole batch.
         name: the writer thread's name.
-        window_seconds: how long the writer waits for more items once one is there. The
-            default, 0, takes what is queued: under load, items queue up while the previous
-            batch commits, and an idle service stores a lone item without delay.
-        max_batch: the most items stored in one transaction.
+        max_batch: the most items stored in one transaction. The writer takes what is queued
+            without waiting for more: under load, items queue up while the previous batch
+            commits, and an idle service stores a lone item without delay.
     """
 
     def __init__(
@@ -71,12 +70,10 @@ class GroupCommit(Generic[T, R]):
         write: Callable[[list[T]], Sequence[R]],
         *,
         name: str,
-        window_seconds: float = 0.0,
         max_batch: int = 64,
     ) -> None:
         self.write = write
         self.name = name
-        self.window_seconds = window_seconds
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending[T, R] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,10 +123,9 @@ class GroupCommit(Generic[T, R]):
         if first is None:
             return [], True
         batch = [first]
-        deadline = time.monotonic() + self.window_seconds
         while len(batch) < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
