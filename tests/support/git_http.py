@@ -17,10 +17,12 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
+
+from tests.support.local_http import LocalHTTP
 
 AUTHOR = ("Test Author", "author@example.com")
 
@@ -50,14 +52,11 @@ class GitHTTPServer:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalHTTP(_handler(self))
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.origin
 
     def url(self, repo: str) -> str:
         """The clone URL of the bare repository at `root / repo` (for example ``"o/r.git"``)."""
@@ -69,12 +68,11 @@ class GitHTTPServer:
         return basic_authorization(self.token)
 
     def __enter__(self) -> GitHTTPServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def record(self, seen: SeenRequest) -> None:
         with self.lock:

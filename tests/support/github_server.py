@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -41,6 +41,7 @@ from tests.support.github_state import (
     error,
     iso,
 )
+from tests.support.local_http import LocalHTTP
 
 __all__ = ["FakeClock", "FakeGitHub", "Recorded", "RecordingSleep", "Scripted", "pem"]
 
@@ -91,25 +92,18 @@ class FakeGitHub:
         self.requests: list[Recorded] = []
         self.scripted: list[Scripted] = []
         self._ids = iter(range(1001, 10**9))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        # A short poll interval: `shutdown` waits for one, and every test stops a server.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._http = LocalHTTP(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}{self.prefix}"
+        return f"{self._http.origin}{self.prefix}"
 
     def __enter__(self) -> FakeGitHub:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     # -- state the test sets up ------------------------------------------------------------
 

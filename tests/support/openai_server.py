@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.local_http import LocalHTTP
 
 
 @dataclass
@@ -44,22 +46,18 @@ class ScriptedOpenAIServer:
         """`time.monotonic()` when each of `requests` had been read, in the same order."""
         self.lock = threading.Lock()
         self.received = threading.Condition(self.lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalHTTP(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{self._http.origin}/v1"
 
     def __enter__(self) -> ScriptedOpenAIServer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def add(self, *items: Item) -> None:
         with self.lock:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from opik.rest_api.types import (
@@ -33,6 +33,8 @@ from opik.rest_api.types import (
     TraceWrite,
 )
 from pydantic import BaseModel
+
+from tests.support.local_http import LocalHTTP
 
 
 @dataclass(frozen=True)
@@ -56,25 +58,22 @@ class OpikRecorder:
         self.problems: list[str] = []
         self._released = threading.Event()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._http = LocalHTTP(self._handler(), port=port)
         self.extra_tags: dict[str, list[str]] = {}
         self.datasets: dict[str, dict[str, Any]] = {}
         self.experiments: list[dict[str, Any]] = []
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        return f"{self._http.origin}/api"
 
     def __enter__(self) -> OpikRecorder:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._released.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
     def traces(self) -> list[dict[str, Any]]:
         return [t for r in self._writes("POST", "/v1/private/traces/batch") for t in r["traces"]]

@@ -13,8 +13,10 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.local_http import LocalHTTP
 
 BOT_USER = "U0LOOPBOT"
 BOT_ID = "B0LOOPBOT"
@@ -51,16 +53,11 @@ class FakeSlack:
         self.requests: list[Recorded] = []
         self._limits: dict[str, tuple[int, int]] = {}
         self._ts = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._http = LocalHTTP(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.origin
 
     @property
     def api_url(self) -> str:
@@ -70,12 +67,11 @@ class FakeSlack:
         return f"{self.url}/response/{name}"
 
     def __enter__(self) -> FakeSlack:
-        self._thread.start()
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def rate_limit(self, path: str, *, times: int, retry_after: int = 0) -> None:
         with self.lock:
