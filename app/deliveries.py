@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from app.ledger import ConflictError, Ledger, StorageError
-from app.ledger_batch import JSONText, insert_rows
+from app.ledger_batch import insert_rows
 from app.ledger_schema import deliveries
 
 MAX_OUTCOME_CHARS = 1_000
@@ -36,8 +36,8 @@ class NewDelivery:
     source: str
     key: str
     event: str
-    payload: Mapping[str, object] | JSONText
-    """The delivery's JSON object, parsed or as received."""
+    payload: Mapping[str, object]
+    """What its processing will read of the delivery's JSON object."""
     outcome: str | None = None
 
 
@@ -241,8 +241,8 @@ def _delivery(row: Mapping[Any, Any]) -> Delivery:
     )
 
 
-def _payload(payload: Mapping[str, object] | JSONText) -> dict[str, object] | JSONText:
-    return payload if isinstance(payload, JSONText) else dict(payload)
+def _payload(payload: Mapping[str, object]) -> dict[str, object]:
+    return dict(payload)
 
 
 def _clip(text: str) -> str:

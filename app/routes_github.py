@@ -5,8 +5,10 @@ and its `X-Hub-Signature-256` checked before anything else reads it. A `ping` is
 once. Every other delivery is stored in the ledger under `(X-GitHub-Hook-ID, X-GitHub-Delivery)`
 before the answer (concurrent deliveries share a transaction: `app.intake`), so a
 redelivery (also after a restart) is recognised and starts nothing, and a stored delivery is
-processed even if the service stops right after answering. Deliveries that
-ask for nothing (other events and actions) are stored as processed, without their payload.
+processed even if the service stops right after answering. A comment is stored as the part of
+its payload that its processing reads (`read_comment_event`; ~0.5 of ~15 KB), so what each
+delivery adds to the answer's commit stays small. Deliveries that ask for nothing (other events
+and actions) are stored as processed, without their payload.
 
 Answers: 200 ping or duplicate; 202 accepted or ignored; 400 unreadable body, payload or
 headers; 401 signature; 413 too large; 415 content type; 503 trigger disabled or ledger down.
@@ -25,7 +27,6 @@ from fastapi.responses import JSONResponse
 from app.deliveries import NewDelivery
 from app.github_commands import SOURCE, GitHubCommandProcessor
 from app.ledger import StorageError
-from app.ledger_batch import JSONText
 from app.service import Services
 from app.webhook_bodies import Refused, read_limited
 from triggers.github import (
@@ -38,7 +39,7 @@ from triggers.github import (
     delivery_key,
     is_from_bot,
     is_ping,
-    to_comment_event,
+    read_comment_event,
     verify_signature,
 )
 
@@ -52,8 +53,15 @@ MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 class _Verified:
     event: str
     payload: Mapping[str, object]
-    text: JSONText | None = None
-    """The payload's JSON as received, when the body was JSON (stored without re-encoding)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Read:
+    """What a verified delivery asks for: `ignored` says why nothing, else `part` is the part of
+    its payload to store for processing."""
+
+    ignored: str | None
+    part: Mapping[str, object]
 
 
 PATH = "/webhooks/github"
@@ -85,8 +93,8 @@ async def github_webhook(request: Request) -> JSONResponse:
             log.info("webhook_ping_answered", hook_id=verified.payload.get("hook_id"))
             return JSONResponse({"ping": "pong"}, status_code=200)
         key = _delivery_key(request)
-        ignored = _ignored(verified, services.settings.github.bot_name)
-        return await _store(services, processor, key, verified, ignored)
+        read = _read(verified, services.settings.github.bot_name)
+        return await _store(services, processor, key, verified.event, read)
     except Refused as refused:
         log.warning(
             "webhook_rejected",
@@ -122,16 +130,7 @@ async def _verify(request: Request, services: Services) -> _Verified:
         raise Refused(415, exc.reason) from exc
     except PayloadError as exc:
         raise Refused(400, exc.reason) from exc
-    return _Verified(event=event, payload=payload, text=_json_text(request, body))
-
-
-def _json_text(request: Request, body: bytes) -> JSONText | None:
-    if not request.headers.get("content-type", "").lower().startswith("application/json"):
-        return None
-    try:
-        return JSONText(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None  # JSON in UTF-16 or UTF-32: stored re-encoded from the parsed payload
+    return _Verified(event=event, payload=payload)
 
 
 def _delivery_key(request: Request) -> str:
@@ -141,15 +140,15 @@ def _delivery_key(request: Request) -> str:
     return key
 
 
-def _ignored(verified: _Verified, bot_name: str) -> str | None:
-    """Why the delivery asks for nothing (decided without I/O), or None when it may."""
+def _read(verified: _Verified, bot_name: str) -> _Read:
+    """Whether the delivery asks for something (decided without I/O)."""
     try:
-        event = to_comment_event(verified.event, verified.payload)
+        event, part = read_comment_event(verified.event, verified.payload)
     except PayloadError as exc:
         raise Refused(400, exc.reason) from exc
     if isinstance(event, Ignored):
-        return event.reason
-    return _from_bot(event, bot_name)
+        return _Read(ignored=event.reason, part={})
+    return _Read(ignored=_from_bot(event, bot_name), part=part)
 
 
 def _from_bot(event: CommentEvent, bot_name: str) -> str | None:
@@ -162,26 +161,25 @@ async def _store(
     services: Services,
     processor: GitHubCommandProcessor,
     key: str,
-    verified: _Verified,
-    ignored: str | None,
+    event: str,
+    read: _Read,
 ) -> JSONResponse:
+    ignored = read.ignored
     # An ignored delivery is kept for its key alone: its payload (a push can be megabytes) is not.
-    payload = {} if ignored is not None else verified.text or verified.payload
+    payload = {} if ignored is not None else read.part
     outcome = None if ignored is None else f"ignored: {ignored}"
-    delivery = NewDelivery(
-        source=SOURCE, key=key, event=verified.event, payload=payload, outcome=outcome
-    )
+    delivery = NewDelivery(source=SOURCE, key=key, event=event, payload=payload, outcome=outcome)
     try:
         stored = await services.delivery_intake.store(delivery)
     except StorageError as exc:
         log.error("webhook_storage_failed", delivery=key, error=str(exc)[:300])
         raise Refused(503, "the ledger is unavailable; GitHub can redeliver later") from exc
     if not stored:
-        log.info("webhook_duplicate_ignored", delivery=key, github_event=verified.event)
+        log.info("webhook_duplicate_ignored", delivery=key, github_event=event)
         return JSONResponse({"duplicate": True}, status_code=200)
     if ignored is not None:
-        log.info("webhook_ignored", delivery=key, github_event=verified.event, reason=ignored)
+        log.info("webhook_ignored", delivery=key, github_event=event, reason=ignored)
         return JSONResponse({"ignored": ignored}, status_code=202)
-    log.info("webhook_accepted", delivery=key, github_event=verified.event)
+    log.info("webhook_accepted", delivery=key, github_event=event)
     processor.wake()
     return JSONResponse({"accepted": True}, status_code=202)

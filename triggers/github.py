@@ -1,8 +1,9 @@
 """The GitHub trigger's pure parts: signature check, body decoding, comment events and their jobs.
 
 A webhook handler uses them in this order: `verify_signature` on the raw body (a failure is a
-401), `decode_body`, `is_ping`, `delivery_key`, `to_comment_event`, `is_from_bot`, then
-`triggers.commands.parse_commands` on the comment's body and `to_loop_job` for each run command.
+401), `decode_body`, `is_ping`, `delivery_key`, `to_comment_event` (or `read_comment_event`),
+`is_from_bot`, then `triggers.commands.parse_commands` on the comment's body and `to_loop_job`
+for each run command.
 Nothing here does I/O or checks permissions; `author_association` is informational only.
 
 Errors::
@@ -240,18 +241,35 @@ def to_comment_event(event: str, payload: Mapping[str, object]) -> CommentEvent 
     Raises:
         PayloadError: when a field this needs is missing or has the wrong type.
     """
+    return read_comment_event(event, payload)[0]
+
+
+def read_comment_event(
+    event: str, payload: Mapping[str, object]
+) -> tuple[CommentEvent | Ignored, dict[str, object]]:
+    """`to_comment_event`'s answer, and the part of `payload` it was read from.
+
+    `to_comment_event` gives the same answer for that part alone, so a delivery stored to be
+    processed later need keep no more: a comment's payload carries the whole repository, issue
+    or pull request and their users (~15 KB); the part holds the fields read here (~0.5 KB).
+
+    Raises:
+        PayloadError: as `to_comment_event`.
+    """
     if event not in COMMENT_EVENTS:
-        return Ignored(f"event {event!r} carries no commands")
+        return Ignored(f"event {event!r} carries no commands"), {}
     action = _validate(_Action, event, payload).action
     if action != "created":
-        return Ignored(f"{event!r} action {action!r} is not 'created'")
+        return Ignored(f"{event!r} action {action!r} is not 'created'"), {"action": action}
     if event == "issue_comment":
         issue = _validate(_IssueCommentPayload, event, payload)
         number = issue.issue.number
         on_pull_request = "pull_request" in issue.issue.model_fields_set
-        return _comment_event(issue, number, is_pull_request=on_pull_request, kind="issue")
+        found = _comment_event(issue, number, is_pull_request=on_pull_request, kind="issue")
+        return found, _read_part(action, issue)
     review = _validate(_ReviewCommentPayload, event, payload)
-    return _comment_event(review, review.pull_request.number, is_pull_request=True, kind="review")
+    found = _comment_event(review, review.pull_request.number, is_pull_request=True, kind="review")
+    return found, _read_part(action, review)
 
 
 def is_from_bot(event: CommentEvent, *, bot_name: str) -> bool:
@@ -322,6 +340,11 @@ def _comment_event(
         installation_id=payload.installation.id if payload.installation else None,
         html_url=comment.html_url,
     )
+
+
+def _read_part(action: str, payload: _CommentPayload) -> dict[str, object]:
+    # Only the fields the payload had: a default stays a default when the part is read again.
+    return {"action": action, **payload.model_dump(exclude_unset=True)}
 
 
 def _validate(model: type[_Model], event: str, payload: Mapping[str, object]) -> _Model:

@@ -8,7 +8,6 @@ import pytest
 
 from app.deliveries import DeliveryStore, NewDelivery
 from app.ledger import Ledger
-from app.ledger_batch import JSONText
 from loops.testing import FakeClock
 
 
@@ -55,20 +54,6 @@ def test_a_batch_stores_each_new_key_once_and_says_which_were_new(store: Deliver
     ]
     assert store.outcome("github", "1:b") == (store.clock(), "ignored: edited")
     assert store.record_many([]) == []
-
-
-def test_a_payload_as_received_is_stored_as_it_is(store: DeliveryStore) -> None:
-    body = '{"action": "created",  "comment": {"body": "/loop fix-tests \\u00e9"}}'
-    item = NewDelivery(source="github", key="1:raw", event="issue_comment", payload=JSONText(body))
-
-    assert store.record_many([item]) == [True]
-
-    [pending] = store.pending("github")
-    assert pending.payload == {"action": "created", "comment": {"body": "/loop fix-tests é"}}
-    with store.ledger.transaction(write=False) as conn:
-        if conn.dialect.name == "sqlite":  # the exact text, not a re-encoding of it
-            stored = conn.exec_driver_sql("SELECT payload FROM deliveries").scalar_one()
-            assert stored == body
 
 
 def test_claiming_reads_the_pending_index_not_the_payloads(store: DeliveryStore) -> None:

@@ -27,6 +27,7 @@ from triggers.github import (
     decode_body,
     delivery_key,
     is_from_bot,
+    read_comment_event,
     sign_body,
     to_comment_event,
     to_loop_job,
@@ -56,6 +57,45 @@ def test_every_payload_becomes_the_expected_event(name):
     else:
         assert isinstance(result, CommentEvent)
         assert_matches_payload(result, payload, EXPECTED[name])
+
+
+@NO_FIXTURES
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_part_read_of_every_payload_reads_the_same(name):
+    payload = load(name)
+
+    found, part = read_comment_event(event_name(name), payload)
+
+    assert found == to_comment_event(event_name(name), payload)
+    assert to_comment_event(event_name(name), json.loads(json.dumps(part))) == found
+    if EXPECTED[name] != "ignored":
+        assert len(json.dumps(part)) < len(json.dumps(payload)) / 10
+
+
+def _null_body_and_installation(payload: dict[str, Any]) -> None:
+    put(payload, "comment.body", None)
+    put(payload, "installation", None)
+
+
+@NO_FIXTURES
+@pytest.mark.parametrize(
+    "change",
+    [
+        _null_body_and_installation,
+        lambda p: drop(p, "comment.author_association"),
+        lambda p: drop(p, "installation"),
+        lambda p: put(p, "issue.pull_request", load(PR_COMMENT)["issue"]["pull_request"]),
+    ],
+    ids=["null body and installation", "no association", "no installation", "on a pull request"],
+)
+def test_the_part_read_keeps_absent_fields_absent_and_nulls_null(change):
+    payload = copy.deepcopy(load("issue_comment__created.with-installation.payload.json"))
+    change(payload)
+
+    found, part = read_comment_event("issue_comment", payload)
+
+    assert isinstance(found, CommentEvent)
+    assert to_comment_event("issue_comment", json.loads(json.dumps(part))) == found
 
 
 def assert_matches_payload(event: CommentEvent, payload: dict[str, Any], kind: str) -> None:
