@@ -6,7 +6,7 @@ once. Every other delivery is stored in the ledger under `(X-GitHub-Hook-ID, X-G
 before the answer (concurrent deliveries share a transaction: `app.intake`), so a
 redelivery (also after a restart) is recognised and starts nothing, and a stored delivery is
 processed even if the service stops right after answering. A comment is stored as the part of
-its payload that its processing reads (`read_comment_event`; ~0.5 of ~15 KB), so what each
+its payload that its processing reads (`read_comment_delivery`; ~0.5 of ~15 KB), so what each
 delivery adds to the answer's commit stays small. Deliveries that ask for nothing (other events
 and actions) are stored as processed, without their payload.
 
@@ -39,11 +39,13 @@ from triggers.github import (
     delivery_key,
     is_from_bot,
     is_ping,
-    read_comment_event,
+    read_comment_delivery,
     verify_signature,
 )
 
 log = structlog.get_logger("app.github")
+
+_SIGNATURE = SIGNATURE_HEADER.lower()
 
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 """GitHub caps webhook payloads at 25 MB and does not deliver larger ones."""
@@ -52,7 +54,9 @@ MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 @dataclass(frozen=True, kw_only=True)
 class _Verified:
     event: str
-    payload: Mapping[str, object]
+    body: bytes
+    headers: dict[str, str]
+    """The request's headers by lower-case name (the first of any repeated one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,10 +94,11 @@ async def github_webhook(request: Request) -> JSONResponse:
         processor = _processor(services)
         verified = await _verify(request, services)
         if is_ping(verified.event):
-            log.info("webhook_ping_answered", hook_id=verified.payload.get("hook_id"))
+            payload = _decode(verified)
+            log.info("webhook_ping_answered", hook_id=payload.get("hook_id"))
             return JSONResponse({"ping": "pong"}, status_code=200)
-        key = _delivery_key(request)
         read = _read(verified, services.settings.github.bot_name)
+        key = _delivery_key(verified)
         return await _store(services, processor, key, verified.event, read)
     except Refused as refused:
         log.warning(
@@ -115,40 +120,47 @@ def _processor(services: Services) -> GitHubCommandProcessor:
 
 async def _verify(request: Request, services: Services) -> _Verified:
     body = await read_limited(request, MAX_WEBHOOK_BYTES)
+    headers = {name: value for name, value in reversed(request.headers.items())}
     secret = services.settings.github.webhook_secret
     reason = verify_signature(
-        body, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value() if secret else ""
+        body, headers.get(_SIGNATURE), secret.get_secret_value() if secret else ""
     )
     if reason is not None:
         raise Refused(401, reason)
-    event = request.headers.get("x-github-event", "").strip()
+    event = headers.get("x-github-event", "").strip()
     if not event:
         raise Refused(400, "missing X-GitHub-Event")
+    return _Verified(event=event, body=body, headers=headers)
+
+
+def _decode(verified: _Verified) -> Mapping[str, object]:
     try:
-        payload = decode_body(request.headers.get("content-type"), body)
-    except UnsupportedContentType as exc:
-        raise Refused(415, exc.reason) from exc
+        return decode_body(verified.headers.get("content-type"), verified.body)
     except PayloadError as exc:
-        raise Refused(400, exc.reason) from exc
-    return _Verified(event=event, payload=payload)
-
-
-def _delivery_key(request: Request) -> str:
-    key = delivery_key(request.headers)
-    if key is None:
-        raise Refused(400, "missing or malformed X-GitHub-Delivery (or X-GitHub-Hook-ID)")
-    return key
+        raise _refusal(exc) from exc
 
 
 def _read(verified: _Verified, bot_name: str) -> _Read:
     """Whether the delivery asks for something (decided without I/O)."""
+    content_type = verified.headers.get("content-type")
     try:
-        event, part = read_comment_event(verified.event, verified.payload)
+        event, part = read_comment_delivery(verified.event, content_type, verified.body)
     except PayloadError as exc:
-        raise Refused(400, exc.reason) from exc
+        raise _refusal(exc) from exc
     if isinstance(event, Ignored):
         return _Read(ignored=event.reason, part={})
     return _Read(ignored=_from_bot(event, bot_name), part=part)
+
+
+def _refusal(exc: PayloadError) -> Refused:
+    return Refused(415 if isinstance(exc, UnsupportedContentType) else 400, exc.reason)
+
+
+def _delivery_key(verified: _Verified) -> str:
+    key = delivery_key(verified.headers)
+    if key is None:
+        raise Refused(400, "missing or malformed X-GitHub-Delivery (or X-GitHub-Hook-ID)")
+    return key
 
 
 def _from_bot(event: CommentEvent, bot_name: str) -> str | None:

@@ -99,7 +99,8 @@ class CommentEvent:
 # Payload models: only the fields used, extra keys ignored, no type coercion. Real deliveries
 # (and old ones) lack many fields that GitHub's schema calls required, so nothing else is read.
 _EDGE = ConfigDict(extra="ignore", strict=True, frozen=True)
-_Id = Annotated[int, Field(ge=1)]
+# GitHub's ids are 64-bit signed; a larger number is no id (and orjson reads it as a float).
+_Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class _Account(BaseModel):
@@ -167,6 +168,21 @@ class _ReviewCommentPayload(_CommentPayload):
     pull_request: _PullRequest
 
 
+class _IssueCommentDelivery(_IssueCommentPayload):
+    action: str
+
+
+class _ReviewCommentDelivery(_ReviewCommentPayload):
+    action: str
+
+
+# Read straight from a JSON body by `read_comment_delivery`.
+_DELIVERIES: dict[str, type[_IssueCommentDelivery] | type[_ReviewCommentDelivery]] = {
+    "issue_comment": _IssueCommentDelivery,
+    "pull_request_review_comment": _ReviewCommentDelivery,
+}
+
+
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -200,7 +216,7 @@ def decode_body(content_type: str | None, body: bytes) -> Mapping[str, object]:
         UnsupportedContentType: for any other content type.
         PayloadError: when the JSON or the form cannot be read, or the JSON is not an object.
     """
-    media_type = (content_type or "").partition(";")[0].strip().lower()
+    media_type = _media_type(content_type)
     if media_type == "application/json":
         return _json_object(body)
     if media_type == "application/x-www-form-urlencoded":
@@ -209,6 +225,10 @@ def decode_body(content_type: str | None, body: bytes) -> Mapping[str, object]:
         f"unsupported content type {media_type!r}; "
         "expected 'application/json' or 'application/x-www-form-urlencoded'"
     )
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").partition(";")[0].strip().lower()
 
 
 def is_ping(event: str) -> bool:
@@ -260,16 +280,79 @@ def read_comment_event(
         return Ignored(f"event {event!r} carries no commands"), {}
     action = _validate(_Action, event, payload).action
     if action != "created":
-        return Ignored(f"{event!r} action {action!r} is not 'created'"), {"action": action}
+        return _not_created(event, action)
     if event == "issue_comment":
-        issue = _validate(_IssueCommentPayload, event, payload)
-        number = issue.issue.number
-        on_pull_request = "pull_request" in issue.issue.model_fields_set
-        found = _comment_event(issue, number, is_pull_request=on_pull_request, kind="issue")
-        return found, _read_part(action, issue)
-    review = _validate(_ReviewCommentPayload, event, payload)
-    found = _comment_event(review, review.pull_request.number, is_pull_request=True, kind="review")
-    return found, _read_part(action, review)
+        return _read(action, _validate(_IssueCommentPayload, event, payload))
+    return _read(action, _validate(_ReviewCommentPayload, event, payload))
+
+
+def read_comment_delivery(
+    event: str, content_type: str | None, body: bytes
+) -> tuple[CommentEvent | Ignored, dict[str, object]]:
+    """`read_comment_event` of `decode_body(content_type, body)`: the same answer and part.
+
+    A JSON comment delivery (the kind stored for processing, and most of a busy repository's
+    deliveries) is read from its bytes straight into the fields read, without building the rest
+    of the payload: ~10 instead of ~23 µs for a 15 KB comment. A body that reading refuses is
+    decoded whole, so every refusal is `decode_body`'s or `read_comment_event`'s own.
+
+    Raises:
+        UnsupportedContentType: as `decode_body`.
+        PayloadError: as `decode_body` and `read_comment_event`.
+    """
+    model = _DELIVERIES.get(event)
+    if model is not None and _media_type(content_type) == "application/json":
+        parsed = _read_directly(model, body)
+        if parsed is not None and parsed.action != "created":
+            return _not_created(event, parsed.action)
+        if parsed is not None:
+            return _read(parsed.action, parsed)
+    return read_comment_event(event, decode_body(content_type, body))
+
+
+def _read_directly(
+    model: type[_IssueCommentDelivery] | type[_ReviewCommentDelivery], body: bytes
+) -> _IssueCommentDelivery | _ReviewCommentDelivery | None:
+    """The delivery read from a JSON body into `model`, or None to decode it whole."""
+    # JSON has no NaN or Infinity, but the direct reading takes them where it ignores the value;
+    # such a body (or one merely mentioning them) is decoded whole, which refuses it.
+    if _mentions_nan_or_infinity(body):
+        return None
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
+def _not_created(event: str, action: str) -> tuple[Ignored, dict[str, object]]:
+    return Ignored(f"{event!r} action {action!r} is not 'created'"), {"action": action}
+
+
+def _read(action: str, payload: _CommentPayload) -> tuple[CommentEvent, dict[str, object]]:
+    if isinstance(payload, _IssueCommentPayload):
+        number = payload.issue.number
+        on_pull_request = "pull_request" in payload.issue.model_fields_set
+        found = _comment_event(payload, number, is_pull_request=on_pull_request, kind="issue")
+    else:
+        assert isinstance(payload, _ReviewCommentPayload)
+        number = payload.pull_request.number
+        found = _comment_event(payload, number, is_pull_request=True, kind="review")
+    # Only the fields the payload had: a default stays a default when the part is read again.
+    part = payload.model_dump(exclude_unset=True, exclude={"action"})
+    if "pull_request" in part.get("issue", {}):
+        part["issue"]["pull_request"] = {}  # only its presence is read
+    return found, {"action": action, **part}
+
+
+def _mentions_nan_or_infinity(body: bytes) -> bool:
+    # A search for the words' first letters (memchr) beats one for the words on a 15 KB body.
+    for letter, word in ((b"N", b"NaN"), (b"I", b"Infinity")):
+        at = body.find(letter)
+        while at != -1:
+            if body.startswith(word, at):
+                return True
+            at = body.find(letter, at + 1)
+    return False
 
 
 def is_from_bot(event: CommentEvent, *, bot_name: str) -> bool:
@@ -340,11 +423,6 @@ def _comment_event(
         installation_id=payload.installation.id if payload.installation else None,
         html_url=comment.html_url,
     )
-
-
-def _read_part(action: str, payload: _CommentPayload) -> dict[str, object]:
-    # Only the fields the payload had: a default stays a default when the part is read again.
-    return {"action": action, **payload.model_dump(exclude_unset=True)}
 
 
 def _validate(model: type[_Model], event: str, payload: Mapping[str, object]) -> _Model:
