@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from app.deliveries import NewDelivery
 from app.github_commands import SOURCE, GitHubCommandProcessor
@@ -46,6 +46,9 @@ from triggers.github import (
 log = structlog.get_logger("app.github")
 
 _SIGNATURE = SIGNATURE_HEADER.lower()
+
+_ACCEPTED = JSONResponse({"accepted": True}).body
+"""The answer to most deliveries, rendered once."""
 
 MAX_WEBHOOK_BYTES = 25 * 1024 * 1024
 """GitHub caps webhook payloads at 25 MB and does not deliver larger ones."""
@@ -80,13 +83,13 @@ def github_router() -> APIRouter:
         summary="Receive a GitHub webhook delivery",
         response_class=JSONResponse,
     )
-    async def receive_github_webhook(request: Request) -> JSONResponse:
+    async def receive_github_webhook(request: Request) -> Response:
         return await github_webhook(request)
 
     return router
 
 
-async def github_webhook(request: Request) -> JSONResponse:
+async def github_webhook(request: Request) -> Response:
     """The endpoint itself: the route above, and `app.api_intake`'s short path in front of the
     app's middleware, both answer with it."""
     services: Services = request.app.state.services
@@ -175,7 +178,7 @@ async def _store(
     key: str,
     event: str,
     read: _Read,
-) -> JSONResponse:
+) -> Response:
     ignored = read.ignored
     # An ignored delivery is kept for its key alone: its payload (a push can be megabytes) is not.
     payload = {} if ignored is not None else read.part
@@ -194,4 +197,4 @@ async def _store(
         return JSONResponse({"ignored": ignored}, status_code=202)
     log.info("webhook_accepted", delivery=key, github_event=event)
     processor.wake()
-    return JSONResponse({"accepted": True}, status_code=202)
+    return Response(_ACCEPTED, status_code=202, media_type="application/json")

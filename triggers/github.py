@@ -267,11 +267,12 @@ def to_comment_event(event: str, payload: Mapping[str, object]) -> CommentEvent 
 def read_comment_event(
     event: str, payload: Mapping[str, object]
 ) -> tuple[CommentEvent | Ignored, dict[str, object]]:
-    """`to_comment_event`'s answer, and the part of `payload` it was read from.
+    """`to_comment_event`'s answer, and the part of `payload` that it reads.
 
     `to_comment_event` gives the same answer for that part alone, so a delivery stored to be
     processed later need keep no more: a comment's payload carries the whole repository, issue
-    or pull request and their users (~15 KB); the part holds the fields read here (~0.5 KB).
+    or pull request and their users (~15 KB); the part holds the fields read here (~0.5 KB),
+    and of the pull request that an issue comment is on only that it is one.
 
     Raises:
         PayloadError: as `to_comment_event`.
@@ -337,11 +338,36 @@ def _read(action: str, payload: _CommentPayload) -> tuple[CommentEvent, dict[str
         assert isinstance(payload, _ReviewCommentPayload)
         number = payload.pull_request.number
         found = _comment_event(payload, number, is_pull_request=True, kind="review")
-    # Only the fields the payload had: a default stays a default when the part is read again.
-    part = payload.model_dump(exclude_unset=True, exclude={"action"})
-    if "pull_request" in part.get("issue", {}):
-        part["issue"]["pull_request"] = {}  # only its presence is read
-    return found, {"action": action, **part}
+    return found, _part(action, found)
+
+
+def _part(action: str, event: CommentEvent) -> dict[str, object]:
+    """The smallest payload that `to_comment_event` reads `event` from."""
+    part: dict[str, object] = {
+        "action": action,
+        "repository": {
+            "full_name": event.repo,
+            "name": event.name,
+            "owner": {"login": event.owner},
+        },
+        "comment": {
+            "id": event.comment_id,
+            "url": event.comment_url,
+            "html_url": event.html_url,
+            "body": event.body,
+            "user": {"login": event.author, "type": event.author_type},
+            "author_association": event.author_association,
+        },
+    }
+    if event.installation_id is not None:
+        part["installation"] = {"id": event.installation_id}
+    if event.comment_kind == "review":
+        part["pull_request"] = {"number": event.number}
+    elif event.is_pull_request:
+        part["issue"] = {"number": event.number, "pull_request": {}}  # read for its presence
+    else:
+        part["issue"] = {"number": event.number}
+    return part
 
 
 def _mentions_nan_or_infinity(body: bytes) -> bool:
