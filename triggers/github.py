@@ -1,9 +1,9 @@
 """The GitHub trigger's pure parts: signature check, body decoding, comment events and their jobs.
 
 A webhook handler uses them in this order: `verify_signature` on the raw body (a failure is a
-401), `decode_body`, `is_ping`, `delivery_key`, `to_comment_event` (or `read_comment_event`),
-`is_from_bot`, then `triggers.commands.parse_commands` on the comment's body and `to_loop_job`
-for each run command.
+401), `is_ping`, `read_comment_delivery` (`decode_body`, then `read_comment_event`, in one),
+`delivery_key`, `is_from_bot`; later, `to_comment_event` on what was stored, then
+`triggers.commands.parse_commands` on the comment's body and `to_loop_job` for each run command.
 Nothing here does I/O or checks permissions; `author_association` is informational only.
 
 Errors::
@@ -184,6 +184,8 @@ _DELIVERIES: dict[str, type[_IssueCommentDelivery] | type[_ReviewCommentDelivery
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+_MANY_LETTERS = 64
 
 
 def sign_body(body: bytes, secret: str) -> str:
@@ -371,13 +373,18 @@ def _part(action: str, event: CommentEvent) -> dict[str, object]:
 
 
 def _mentions_nan_or_infinity(body: bytes) -> bool:
-    # A search for the words' first letters (memchr) beats one for the words on a 15 KB body.
+    # Looking at each of the words' first letters (memchr) beats searching for the words on a
+    # 15 KB body with a few of them; past _MANY_LETTERS, the words are searched for instead.
     for letter, word in ((b"N", b"NaN"), (b"I", b"Infinity")):
         at = body.find(letter)
-        while at != -1:
-            if body.startswith(word, at):
-                return True
+        for _ in range(_MANY_LETTERS):
+            if at == -1 or body.startswith(word, at):
+                break
             at = body.find(letter, at + 1)
+        else:
+            at = body.find(word, at)
+        if at != -1:
+            return True
     return False
 
 

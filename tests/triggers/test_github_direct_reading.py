@@ -38,10 +38,12 @@ def direct(event: str, content_type: str, body: bytes) -> object:
         return type(exc), exc.reason
 
 
-def spliced(fragment: str, where: str) -> bytes:
+def spliced(fragment: str, where: str, *, comment: str | None = None) -> bytes:
     """The real pull-request comment's body with the raw JSON `fragment` as the value at the
-    dotted path `where` (a new key where there was none)."""
+    dotted path `where` (a new key where there was none), and the comment's text `comment`."""
     payload = copy.deepcopy(load(PR_COMMENT))
+    if comment is not None:
+        payload["comment"]["body"] = comment
     *path, last = where.split(".")
     target = payload
     for key in path:
@@ -129,6 +131,15 @@ def test_json_some_parsers_take_is_read_as_when_decoded_whole(fragment, where):
     assert direct("issue_comment", JSON, body) == whole("issue_comment", JSON, body)
 
 
+@pytest.mark.parametrize("fragment", ["NaN", "Infinity", "-Infinity", "1", '"Infinite NaNs"'])
+@pytest.mark.parametrize("letters", [0, 63, 64, 65, 1000])
+def test_a_comment_full_of_ns_and_is_hides_no_nan(fragment, letters):
+    # "I" and "N" start the words JSON does not have; a comment may hold any number of them.
+    body = spliced(fragment, "extra", comment="NI " * letters + "Not Infinite")
+
+    assert direct("issue_comment", JSON, body) == whole("issue_comment", JSON, body)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -163,13 +174,17 @@ def test_whole_bodies_some_parsers_take_are_read_as_when_decoded_whole(body):
         assert direct(event, JSON, body) == whole(event, JSON, body)
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    _containers,
     max_leaves=12,
 )
 
