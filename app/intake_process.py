@@ -290,9 +290,9 @@ class ProcessWriter:
 
 
 PIPE_BYTES = 1 << 20
-"""The pipe to the child holds this much (Linux's default is 64 KiB: two turns' worth of ~15 KB
-webhook deliveries at 32 connections already overflow it, and a write that does not fit is
-finished over later turns of the loop, a system call each)."""
+"""The pipe to the child holds this much. Linux's default, 64 KiB, is a turn's worth of items
+at most: one comment of GitHub's longest (65,536 characters) fills it, and a write that does not
+fit is finished over later turns of the loop, a system call each."""
 
 
 def _widen(stdin: asyncio.StreamWriter) -> None:
