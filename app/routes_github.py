@@ -12,7 +12,9 @@ and actions) are stored as processed, without their payload.
 
 Answers: 200 ping or duplicate; 202 accepted or ignored; 400 unreadable body, payload or
 headers; 401 signature; 413 too large; 415 content type; 503 trigger disabled or ledger down.
-Each refusal is logged as `webhook_rejected` with its reason, never with the body or secret.
+Each refusal is logged as `webhook_rejected` with its reason, never with the body or secret; an
+ignored or duplicate delivery is logged as such, and an accepted one once it has been processed
+(`github_delivery_processed`, with its outcome).
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ async def _store(
     if ignored is not None:
         log.info("webhook_ignored", delivery=key, github_event=event, reason=ignored)
         return JSONResponse({"ignored": ignored}, status_code=202)
-    log.info("webhook_accepted", delivery=key, github_event=event)
+    # Its outcome is logged once it is processed (`github_delivery_processed`).
+    log.debug("webhook_accepted", delivery=key, github_event=event)
     processor.wake()
     return Response(_ACCEPTED, status_code=202, media_type="application/json")

@@ -14,7 +14,6 @@ Errors::
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -190,8 +189,7 @@ _MANY_LETTERS = 64
 
 def sign_body(body: bytes, secret: str) -> str:
     """The `X-Hub-Signature-256` value GitHub sends for `body` under `secret`."""
-    digest = hmac.new(_octets(secret), body, hashlib.sha256).hexdigest()
-    return _SIGNATURE_PREFIX + digest
+    return _SIGNATURE_PREFIX + hmac.digest(_octets(secret), body, "sha256").hex()
 
 
 def verify_signature(body: bytes, header: str | None, secret: str) -> str | None:

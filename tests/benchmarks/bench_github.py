@@ -12,10 +12,10 @@ Intake: the deliveries are sent prebuilt by the `load_generator` process over 32
 connections, in rounds interleaved with the same bytes sent to a bare FastAPI
 `POST /webhooks/github` that answers 202 and does nothing (`bare_service`), served the same
 way. A 202 from the service costs the webhook path as it is: the body read under the 25 MB cap,
-the HMAC-SHA256 check, JSON decoding, the delivery key, the event and author pre-check, the durable
-insert into the ledger's `deliveries` table (SQLite, WAL, synchronous=FULL) that is both the
-dedupe (the key is unique) and the enqueue (the stored delivery is the work the background
-processor takes, after a restart too), the `webhook_accepted` log line, the request metrics
+the HMAC-SHA256 check, reading the comment from the JSON, the delivery key, the event and author
+pre-check, the durable insert into the ledger's `deliveries` table (SQLite, WAL,
+synchronous=FULL) that is both the dedupe (the key is unique) and the enqueue (the stored
+delivery is the work the background processor takes, after a restart too), the request metrics
 and the processor's wake-up. Every delivery is checked to be in the ledger afterwards.
 
 What happens after the answer must not compete for the CPU, yet stay the real thing. So the
