@@ -98,7 +98,7 @@ class CommentEvent:
 # Payload models: only the fields used, extra keys ignored, no type coercion. Real deliveries
 # (and old ones) lack many fields that GitHub's schema calls required, so nothing else is read.
 _EDGE = ConfigDict(extra="ignore", strict=True, frozen=True)
-# GitHub's ids are 64-bit signed; a larger number is no id (and orjson reads it as a float).
+# GitHub's ids are 64-bit signed; a larger number is no id (orjson reads one past 2**64 as a float).
 _Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
