@@ -124,7 +124,7 @@ class DeliveryStore:
                     "source": item.source,
                     "key": item.key,
                     "event": item.event,
-                    "payload": _payload(item.payload),
+                    "payload": dict(item.payload),
                     "received_at": now,
                     "processed_at": None if item.outcome is None else now,
                     "outcome": _clip(item.outcome or ""),
@@ -239,10 +239,6 @@ def _delivery(row: Mapping[Any, Any]) -> Delivery:
         received_at=row["received_at"],
         attempts=row["attempts"],
     )
-
-
-def _payload(payload: Mapping[str, object]) -> dict[str, object]:
-    return dict(payload)
 
 
 def _clip(text: str) -> str:

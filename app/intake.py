@@ -8,11 +8,10 @@ caller hears about it, exactly as with one transaction per item, while a busy se
 commit per batch instead of per item.
 
 `GroupCommit.store` queues an item and waits. One writer thread takes whatever is queued (up to
-`max_batch`), stores it all with one call of its
-`write` function, and hands the results back to the event loop in one callback, which answers
-each submission. The writer is a thread rather than a task on the event loop: a task only gets
-to start a batch once the loop has worked through every request that arrived with the first
-one, so the commit never overlaps that work.
+`max_batch`), stores it all with one call of its `write` function, and hands the results back
+to the event loop in one callback, which answers each submission. The writer is a thread rather
+than a task on the event loop: a task only gets to start a batch once the loop has worked
+through every request that arrived with the first one, so the commit never overlaps that work.
 """
 
 from __future__ import annotations
